@@ -1,0 +1,147 @@
+//! `ApiError`: every failure ingest answers, mapped to one status, one machine-readable `code` and
+//! the single error body of the design:
+//! `{"status":"error","error":"...","code":"...","details":{...},"request_id":"..."}`.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware so that every error
+    /// body can carry it without threading it through each handler.
+    pub static REQUEST_ID: String;
+}
+
+/// The request id of the current request, if called inside one.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Validation { message: String, details: Value },
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("unsupported content type: send application/json")]
+    UnsupportedMediaType,
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this API key lacks the '{required}' permission")]
+    PermissionDenied { required: &'static str },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the event queue is unavailable; retry later")]
+    QueueUnavailable { retry_after_secs: u64 },
+    #[error("a backing service is unavailable; retry later")]
+    ServiceUnavailable { retry_after_secs: u64 },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(message: impl Into<String>, details: Value) -> Self {
+        ApiError::Validation {
+            message: message.into(),
+            details,
+        }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::QueueUnavailable { .. } | ApiError::ServiceUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation { .. } => "validation_error",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::PermissionDenied { .. } => "permission_denied",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::QueueUnavailable { .. } => "queue_unavailable",
+            ApiError::ServiceUnavailable { .. } => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            ApiError::Validation { details, .. } => Some(details.clone()),
+            ApiError::MalformedJson(reason) => Some(json!({ "body": reason })),
+            ApiError::PayloadTooLarge { limit } => Some(json!({ "max_bytes": limit })),
+            ApiError::PermissionDenied { required } => Some(json!({ "required": required })),
+            ApiError::QueueUnavailable { retry_after_secs }
+            | ApiError::ServiceUnavailable { retry_after_secs } => {
+                Some(json!({ "retry_after_seconds": retry_after_secs }))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        if status.is_server_error() {
+            match &self {
+                ApiError::Internal(e) => tracing::error!(error = ?e, "Request failed."),
+                other => tracing::warn!(code = other.code(), "Request refused: {other}"),
+            }
+        } else {
+            tracing::debug!(code = self.code(), "Request rejected: {self}");
+        }
+        let mut body = json!({
+            "status": "error",
+            "error": self.to_string(),
+            "code": self.code(),
+        });
+        if let Some(details) = self.details() {
+            body["details"] = details;
+        }
+        if let Some(id) = current_request_id() {
+            body["request_id"] = Value::String(id);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::QueueUnavailable { retry_after_secs }
+        | ApiError::ServiceUnavailable { retry_after_secs } = self
+        {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs),
+            );
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "Postgres unavailable.");
+                ApiError::ServiceUnavailable {
+                    retry_after_secs: 5,
+                }
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}

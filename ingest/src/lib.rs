@@ -1,0 +1,132 @@
+//! ingest: the HTTP front door. It authenticates, validates and stamps events and hands them to
+//! RabbitMQ, answering 202 only once the broker confirmed; it also serves health and metrics.
+//!
+//! # Layout
+//! - [`routes`]: every route in one function; one file per route group.
+//! - [`publisher`]: the group-commit publisher (many requests, one confirm round).
+//! - [`auth`]: `X-API-Key` authentication with a short-TTL in-memory key cache.
+//! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
+//! - [`error`]: `ApiError`, the one error body.
+//! - [`cli`]: `ingest migrate` and `ingest create-key`.
+
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod publisher;
+pub mod redis_handle;
+pub mod routes;
+pub mod validate;
+
+use axum::{
+    extract::{MatchedPath, Request},
+    http::HeaderValue,
+    middleware::Next,
+    response::Response,
+};
+use faultline_shared::{config::IngestSettings, db, queue::Topology, telemetry};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+use tokio::net::TcpListener;
+
+/// Everything a handler may need; cheap to clone (all handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<IngestSettings>,
+    pub pool: PgPool,
+    pub publisher: publisher::Publisher,
+    pub keys: auth::KeyCache,
+    pub redis: redis_handle::RedisHandle,
+    pub metrics: PrometheusHandle,
+}
+
+/// A bound, not yet serving, ingest. Binding first lets tests use port 0 and learn the port.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub state: AppState,
+}
+
+impl Application {
+    /// Connects to Postgres (applying migrations), starts the publisher and binds the port.
+    pub async fn build(settings: IngestSettings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let pool = db::connect_and_migrate(
+            &settings.services.database_url,
+            settings.services.db_max_connections,
+        )
+        .await?;
+        let publisher = publisher::Publisher::start(publisher::PublisherConfig {
+            amqp_url: settings.services.amqp_url.clone(),
+            topology: Topology::new(&settings.services.queue_prefix),
+            max_in_flight: settings.publish_max_in_flight,
+            max_events: settings.publish_max_events,
+            confirm_timeout: settings.publish_timeout,
+        });
+        let state = AppState {
+            keys: auth::KeyCache::new(pool.clone(), settings.key_cache_ttl),
+            redis: redis_handle::RedisHandle::new(&settings.services.redis_url),
+            metrics: telemetry::metrics_handle(),
+            settings: Arc::new(settings.clone()),
+            pool,
+            publisher,
+        };
+        let listener = TcpListener::bind(("0.0.0.0", settings.port))
+            .await
+            .with_context(|| format!("binding port {}", settings.port))?;
+        let router = routes::router(state.clone())
+            .layer(axum::middleware::from_fn(track_request));
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), "ingest listening");
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Gives each request an id (the client's `X-Request-Id` when sane, else a new UUID v7), makes it
+/// available to error bodies, echoes it in the response, and records request metrics by route.
+async fn track_request(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let mut response = error::REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

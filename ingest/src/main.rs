@@ -1,0 +1,51 @@
+//! The `ingest` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use faultline_shared::{config::IngestSettings, db, telemetry};
+use ingest::{
+    Application,
+    cli::{Cli, Command},
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init_tracing();
+    let cli = Cli::parse();
+    let settings = IngestSettings::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until(telemetry::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let pool = db::connect_and_migrate(
+                &settings.services.database_url,
+                settings.services.db_max_connections,
+            )
+            .await?;
+            pool.close().await;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::CreateKey {
+            name,
+            permissions,
+            project,
+            key,
+            expires_at,
+        } => {
+            let (key, project_id) = ingest::cli::create_key(
+                &settings.services.database_url,
+                &name,
+                &permissions,
+                &project,
+                key.as_deref(),
+                expires_at,
+            )
+            .await?;
+            eprintln!("API key {name:?} for project {project:?} ({project_id}); it is shown only once:");
+            println!("{}", key.expose());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The group-commit publisher. Requests hand their serialised events to one task; it packs every
+//! event waiting at that moment into one persistent broker message, publishes it with publisher
+//! confirms and answers all those requests when the broker confirms. Under light load each request
+//! gets its own message; under heavy load many requests share one confirm round, so durability
+//! does not cost throughput. With the broker unreachable, requests fail at once (503) and the task
+//! reconnects with backoff by itself.
+
+use faultline_shared::{domain::encode_batch, queue};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Why events could not be handed to the broker. Every variant means: not accepted, answer 503.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    Disconnected,
+    #[error("the broker refused the message")]
+    Nacked,
+    #[error("no confirm from the broker in time")]
+    Timeout,
+    #[error("publishing failed: {0}")]
+    Broker(String),
+}
+
+struct Job {
+    events: Vec<Vec<u8>>,
+    done: oneshot::Sender<Result<(), PublishError>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub amqp_url: String,
+    pub topology: queue::Topology,
+    pub max_in_flight: usize,
+    pub max_events: usize,
+    pub confirm_timeout: Duration,
+}
+
+/// Handle used by request handlers; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<Job>,
+    connected: Arc<AtomicBool>,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Starts the publishing task. It runs until every `Publisher` handle is dropped.
+    pub fn start(config: PublisherConfig) -> Self {
+        // Bounded: when the broker is slow, requests wait here (and time out) instead of piling up
+        // without limit in memory.
+        let (tx, rx) = mpsc::channel(8192);
+        let connected = Arc::new(AtomicBool::new(false));
+        let timeout = config.confirm_timeout;
+        tokio::spawn(run(config, rx, connected.clone()));
+        Publisher {
+            tx,
+            connected,
+            timeout,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Publishes serialised events; returns only once the broker has confirmed them.
+    pub async fn publish(&self, events: Vec<Vec<u8>>) -> Result<(), PublishError> {
+        if !self.is_connected() {
+            return Err(PublishError::Disconnected);
+        }
+        let (done, wait) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        tokio::time::timeout_at(deadline, self.tx.send(Job { events, done }))
+            .await
+            .map_err(|_| PublishError::Timeout)?
+            .map_err(|_| PublishError::Disconnected)?;
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(PublishError::Disconnected),
+            Err(_) => Err(PublishError::Timeout),
+        }
+    }
+}
+
+async fn open(config: &PublisherConfig) -> lapin::Result<(Connection, Channel)> {
+    let conn = queue::connect(&config.amqp_url, "faultline-ingest").await?;
+    let channel = conn.create_channel().await?;
+    config.topology.declare(&channel).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((conn, channel))
+}
+
+fn fail_all(jobs: Vec<Job>, error: impl Fn() -> PublishError) {
+    for job in jobs {
+        let _ = job.done.send(Err(error()));
+    }
+}
+
+async fn run(config: PublisherConfig, mut rx: mpsc::Receiver<Job>, connected: Arc<AtomicBool>) {
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (conn, channel) = match open(&config).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                connected.store(false, Ordering::Relaxed);
+                metrics::gauge!("ingest_broker_connected").set(0.0);
+                tracing::warn!(error = %e, ?backoff, "Cannot reach the broker; retrying.");
+                // Refuse what is waiting rather than letting it time out.
+                let deadline = tokio::time::Instant::now() + backoff;
+                loop {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(job)) => fail_all(vec![job], || PublishError::Disconnected),
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        connected.store(true, Ordering::Relaxed);
+        metrics::gauge!("ingest_broker_connected").set(1.0);
+        tracing::info!("Connected to the broker.");
+        let mut check = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let first = tokio::select! {
+                job = rx.recv() => job,
+                _ = check.tick() => {
+                    if conn.status().connected() && channel.status().connected() {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            let Some(first) = first else {
+                // Every handle dropped: wait for confirms in flight, then close.
+                let _ = in_flight.acquire_many(config.max_in_flight.max(1) as u32).await;
+                let _ = conn.close(200, "shutdown".into()).await;
+                return;
+            };
+            let mut count = first.events.len();
+            let mut jobs = vec![first];
+            while count < config.max_events {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        count += job.events.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let body = encode_batch(jobs.iter().flat_map(|j| j.events.iter().map(|e| e.as_slice())));
+            metrics::histogram!("ingest_publish_batch_events").record(count as f64);
+            let started = Instant::now();
+            let published = channel
+                .basic_publish(
+                    config.topology.exchange.as_str().into(),
+                    config.topology.routing_key.as_str().into(),
+                    // mandatory: an unroutable message comes back instead of vanishing with an ack.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into()),
+                )
+                .await;
+            match published {
+                Ok(confirm) => {
+                    let timeout = config.confirm_timeout;
+                    tokio::spawn(async move {
+                        let result = match tokio::time::timeout(timeout, confirm).await {
+                            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                            Ok(Ok(Confirmation::Ack(Some(_)))) | Ok(Ok(Confirmation::Nack(_))) => {
+                                Err(PublishError::Nacked)
+                            }
+                            Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+                            Ok(Err(e)) => Err(PublishError::Broker(e.to_string())),
+                            Err(_) => Err(PublishError::Timeout),
+                        };
+                        metrics::histogram!("ingest_publish_confirm_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        if let Err(e) = &result {
+                            tracing::warn!(error = %e, events = count, "Publish not confirmed.");
+                        }
+                        for job in jobs {
+                            let _ = job.done.send(match &result {
+                                Ok(()) => Ok(()),
+                                Err(e) => Err(PublishError::Broker(e.to_string())),
+                            });
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Publish failed; reconnecting.");
+                    fail_all(jobs, || PublishError::Disconnected);
+                    break;
+                }
+            }
+        }
+        connected.store(false, Ordering::Relaxed);
+        metrics::gauge!("ingest_broker_connected").set(0.0);
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "reconnecting".into())).await;
+    }
+}

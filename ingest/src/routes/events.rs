@@ -1,0 +1,187 @@
+//! `POST /api/errors` and `POST /api/errors/batch`: validate, stamp, publish, and answer 202 only
+//! after the broker confirmed.
+
+use crate::{
+    AppState,
+    auth::Caller,
+    error::ApiError,
+    extract::JsonBody,
+    validate::{NewEvent, validate_event},
+};
+use axum::{
+    Json,
+    extract::{ConnectInfo, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+};
+use chrono::Utc;
+use faultline_shared::domain::{ErrorEvent, Permission};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use uuid::Uuid;
+
+/// What ingest knows about the request itself, stamped on every event it carries.
+struct Origin {
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+fn origin(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Origin {
+    let forwarded = state
+        .settings
+        .trust_proxy
+        .then(|| {
+            headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_string())
+                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+        })
+        .flatten();
+    Origin {
+        ip: forwarded.or_else(|| peer.map(|p| p.ip().to_string())),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    }
+}
+
+fn stamp(event: NewEvent, project_id: Uuid, origin: &Origin) -> ErrorEvent {
+    ErrorEvent {
+        event_id: event.event_id.unwrap_or_else(Uuid::now_v7),
+        project_id,
+        received_at: Utc::now(),
+        level: event.level,
+        message: event.message,
+        source: event.source,
+        environment: event.environment,
+        stack_trace: event.stack_trace,
+        context: event.context,
+        url: event.url,
+        user_agent: origin.user_agent.clone(),
+        ip_address: origin.ip.clone(),
+        release: event.release,
+        fingerprint: event.fingerprint,
+        frames: None,
+        extra: None,
+    }
+}
+
+fn serialise(event: &ErrorEvent) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.into()))
+}
+
+fn accepted(count: usize) {
+    metrics::counter!("ingest_events_accepted_total").increment(count as u64);
+}
+
+fn rejected(reason: &'static str, count: usize) {
+    metrics::counter!("ingest_events_rejected_total", "reason" => reason).increment(count as u64);
+}
+
+pub async fn create_error(
+    State(state): State<AppState>,
+    caller: Caller,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::Ingest)?;
+    let event = validate_event(&body).map_err(|details| {
+        rejected("validation", 1);
+        ApiError::validation("the event is invalid", Value::Object(details))
+    })?;
+    let origin = origin(&state, &headers, Some(peer));
+    let event = stamp(event, caller.project_id, &origin);
+    let id = event.event_id;
+    state
+        .publisher
+        .publish(vec![serialise(&event)?])
+        .await
+        .map_err(|e| {
+            rejected("queue_unavailable", 1);
+            tracing::warn!(error = %e, "Event not accepted: broker unavailable.");
+            ApiError::QueueUnavailable {
+                retry_after_secs: 5,
+            }
+        })?;
+    accepted(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"data": {"id": id, "status": "queued"}, "status": "success"})),
+    ))
+}
+
+pub async fn create_errors_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::Ingest)?;
+    let Value::Array(items) = body else {
+        return Err(ApiError::validation(
+            "the batch must be a JSON array of events",
+            json!({"body": "must be a JSON array"}),
+        ));
+    };
+    let max = state.settings.batch_max_events;
+    if items.is_empty() {
+        return Err(ApiError::validation(
+            "the batch is empty",
+            json!({"body": "must contain at least one event"}),
+        ));
+    }
+    if items.len() > max {
+        return Err(ApiError::validation(
+            format!("a batch holds at most {max} events"),
+            json!({"body": format!("has {} events; the maximum is {max}", items.len())}),
+        ));
+    }
+    let origin = origin(&state, &headers, Some(peer));
+    let mut results = Vec::with_capacity(items.len());
+    let mut payloads = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match validate_event(item) {
+            Ok(event) => {
+                let event = stamp(event, caller.project_id, &origin);
+                payloads.push(serialise(&event)?);
+                results.push(json!({"index": index, "status": "accepted", "id": event.event_id}));
+            }
+            Err(details) => results.push(json!({
+                "index": index,
+                "status": "rejected",
+                "error": "the event is invalid",
+                "code": "validation_error",
+                "details": details,
+            })),
+        }
+    }
+    let accepted_count = payloads.len();
+    let rejected_count = items.len() - accepted_count;
+    rejected("validation", rejected_count);
+    if accepted_count == 0 {
+        return Err(ApiError::validation(
+            "every event in the batch is invalid",
+            json!({"items": results}),
+        ));
+    }
+    state.publisher.publish(payloads).await.map_err(|e| {
+        rejected("queue_unavailable", accepted_count);
+        tracing::warn!(error = %e, events = accepted_count, "Batch not accepted: broker unavailable.");
+        ApiError::QueueUnavailable {
+            retry_after_secs: 5,
+        }
+    })?;
+    accepted(accepted_count);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "data": {"accepted": accepted_count, "rejected": rejected_count, "items": results},
+            "status": "success"
+        })),
+    ))
+}

@@ -1,0 +1,135 @@
+//! One typed settings tree, read from the environment. Every value has a default that works on a
+//! developer machine, so `ingest`, `worker` and `alerter` start with no configuration at all.
+
+use std::{env, str::FromStr, time::Duration};
+
+/// Why a variable could not be used; names the variable so the operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name} has an invalid value {value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Reads `name`, falling back to `default` when unset or empty.
+pub fn var_or(name: &'static str, default: &str) -> String {
+    match env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => default.to_string(),
+    }
+}
+
+/// Reads and parses `name`, falling back to `default` when unset or empty.
+pub fn parse_or<T>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| ConfigError {
+            name,
+            value: v,
+            reason: e.to_string(),
+        }),
+        _ => Ok(default),
+    }
+}
+
+/// Connection strings of the three backing services.
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    pub database_url: String,
+    pub amqp_url: String,
+    pub redis_url: String,
+    /// Prefix of every exchange and queue name, so several installations (or tests) share a broker.
+    pub queue_prefix: String,
+    pub db_max_connections: u32,
+}
+
+impl ServiceUrls {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            database_url: var_or(
+                "DATABASE_URL",
+                "postgres://postgres:postgres@127.0.0.1:5432/faultline",
+            ),
+            amqp_url: var_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            redis_url: var_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            queue_prefix: var_or("QUEUE_PREFIX", "faultline"),
+            db_max_connections: parse_or("DB_MAX_CONNECTIONS", 10)?,
+        })
+    }
+}
+
+/// Settings of the ingest binary.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub services: ServiceUrls,
+    pub port: u16,
+    /// Largest accepted request body, in bytes; larger bodies answer 413.
+    pub max_body_bytes: usize,
+    /// Largest number of events in one `POST /api/errors/batch`.
+    pub batch_max_events: usize,
+    /// Honour `X-Forwarded-For` for the client IP only when a trusted proxy sets it.
+    pub trust_proxy: bool,
+    /// How long an API-key lookup is cached in memory; bounds how long a revoked key keeps working.
+    pub key_cache_ttl: Duration,
+    /// How long a publish may wait for the broker's confirm before the request answers 503.
+    pub publish_timeout: Duration,
+    /// Publishes awaiting confirmation at once (each carries many events: group commit).
+    pub publish_max_in_flight: usize,
+    /// Most events put in one broker message by the group-commit publisher.
+    pub publish_max_events: usize,
+}
+
+impl IngestSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            services: ServiceUrls::from_env()?,
+            port: parse_or("PORT", 8080)?,
+            max_body_bytes: parse_or("MAX_BODY_BYTES", 1024 * 1024)?,
+            batch_max_events: parse_or("BATCH_MAX_EVENTS", 1000)?,
+            trust_proxy: parse_or("TRUST_PROXY", false)?,
+            key_cache_ttl: Duration::from_millis(parse_or("KEY_CACHE_TTL_MS", 5000)?),
+            publish_timeout: Duration::from_millis(parse_or("PUBLISH_TIMEOUT_MS", 5000)?),
+            publish_max_in_flight: parse_or("PUBLISH_MAX_IN_FLIGHT", 16)?,
+            publish_max_events: parse_or("PUBLISH_MAX_EVENTS", 500)?,
+        })
+    }
+}
+
+/// Settings of the worker binary.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub services: ServiceUrls,
+    /// Port of the worker's `/health` and `/metrics`.
+    pub port: u16,
+    /// Events per database transaction (upper bound; a batch closes earlier on `batch_wait`).
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more events before it is written.
+    pub batch_wait: Duration,
+    /// Unacknowledged broker messages in hand at once (each may carry many events).
+    pub prefetch: u16,
+    /// Events older than this are deleted by the retention job; groups and rollups stay.
+    pub retention_days: u32,
+    /// How often the retention job runs.
+    pub retention_interval: Duration,
+    /// Rows deleted per retention statement, so no statement holds locks for long.
+    pub retention_batch: i64,
+}
+
+impl WorkerSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            services: ServiceUrls::from_env()?,
+            port: parse_or("WORKER_PORT", 8081)?,
+            batch_size: parse_or("WORKER_BATCH_SIZE", 1000)?,
+            batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 50)?),
+            prefetch: parse_or("WORKER_PREFETCH", 64)?,
+            retention_days: parse_or("EVENT_RETENTION_DAYS", 30)?,
+            retention_interval: Duration::from_secs(parse_or("RETENTION_INTERVAL_SECS", 300)?),
+            retention_batch: parse_or("RETENTION_BATCH", 5000)?,
+        })
+    }
+}

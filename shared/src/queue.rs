@@ -1,0 +1,121 @@
+//! Queue topology, declared identically by publisher and consumer so either may start first.
+//!
+//! ```text
+//! {prefix}.events (direct exchange) --"event"--> {prefix}.events queue
+//!        dead letters: {prefix}.dlx (fanout) --> {prefix}.events.dead
+//! ```
+//! Everything is durable and messages are persistent: a broker restart loses nothing confirmed.
+
+use lapin::{
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, ShortString},
+};
+
+/// Names derived from one prefix, so tests (and several installations) can share a broker.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: String,
+    pub dead_exchange: String,
+    pub dead_queue: String,
+}
+
+impl Topology {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            exchange: format!("{prefix}.events"),
+            queue: format!("{prefix}.events"),
+            routing_key: "event".to_string(),
+            dead_exchange: format!("{prefix}.dlx"),
+            dead_queue: format!("{prefix}.events.dead"),
+        }
+    }
+
+    /// Declares exchanges, queues and bindings (idempotent).
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        let queue_opts = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(
+                self.dead_queue.as_str().into(),
+                queue_opts,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                self.dead_queue.as_str().into(),
+                self.dead_exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut args = FieldTable::default();
+        args.insert(
+            ShortString::from("x-dead-letter-exchange"),
+            AMQPValue::LongString(self.dead_exchange.as_str().into()),
+        );
+        channel
+            .queue_declare(self.queue.as_str().into(), queue_opts, args)
+            .await?;
+        channel
+            .queue_bind(
+                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                self.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Opens a connection named after the binary (visible in the RabbitMQ management UI).
+pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
+    Connection::connect(
+        url,
+        ConnectionProperties::default().with_connection_name(name.into()),
+    )
+    .await
+}
+
+/// Messages waiting in the queue and consumers attached, via a passive declare.
+pub async fn queue_depth(channel: &Channel, queue: &str) -> lapin::Result<(u32, u32)> {
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((q.message_count(), q.consumer_count()))
+}

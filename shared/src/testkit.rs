@@ -1,0 +1,90 @@
+//! Isolation for integration tests: each test gets its own database and its own queue prefix on
+//! the real local Postgres and RabbitMQ, and removes them afterwards, so tests run in parallel and
+//! leave nothing behind.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Where tests create their databases: `TEST_DATABASE_URL` (a maintenance database URL).
+pub fn admin_url() -> String {
+    crate::config::var_or(
+        "TEST_DATABASE_URL",
+        "postgres://postgres:postgres@127.0.0.1:5432/postgres",
+    )
+}
+
+pub fn amqp_url() -> String {
+    crate::config::var_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+}
+
+pub fn redis_url() -> String {
+    crate::config::var_or("REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+/// A unique, short, lowercase tag for naming per-test resources.
+pub fn unique_tag() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// A migrated database owned by one test; dropped (forcefully) when the value is dropped.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("faultline_test_{}", unique_tag());
+        let admin = admin_url();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        let url = format!("{base}/{name}");
+        let pool = crate::db::connect_and_migrate(&url, 10)
+            .await
+            .expect("test database: is Postgres running? (make test starts it)");
+        TestDb { url, name, pool }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let pool = self.pool.clone();
+        // Drop runs inside the test's runtime; use a thread with its own runtime to finish the
+        // asynchronous clean-up before the test process exits.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                pool.close().await;
+                use sqlx::migrate::MigrateDatabase;
+                let _ = sqlx::Postgres::force_drop_database(&url).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Deletes the exchanges and queues of a test's prefix.
+pub async fn delete_topology(prefix: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(conn) = crate::queue::connect(&amqp_url(), "faultline-test-cleanup").await else {
+        return;
+    };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    let t = crate::queue::Topology::new(prefix);
+    for q in [&t.queue, &t.dead_queue] {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in [&t.exchange, &t.dead_exchange] {
+        let _ = ch
+            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}

@@ -1,0 +1,238 @@
+//! The consumer loop: the only code that talks to the broker. It gathers deliveries into a batch
+//! (bounded by size and wait), dead-letters what cannot be decoded, hands the events to
+//! [`process_batch`](crate::process::process_batch), and acks only after the commit. A database
+//! failure is retried with backoff while the deliveries stay unacked, so nothing is lost.
+
+use crate::process::process_batch;
+use faultline_shared::{
+    config::WorkerSettings,
+    domain::{ErrorEvent, decode_event},
+    queue::{self, Topology},
+};
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection, Consumer,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    },
+    types::FieldTable,
+};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+use tokio::sync::watch;
+
+/// Shared with `/health`: whether the consumer is attached to the broker.
+#[derive(Clone, Default)]
+pub struct ConsumerState {
+    pub connected: Arc<AtomicBool>,
+}
+
+/// One delivery decoded: its tag and the events it carried. Elements that did not decode are
+/// kept aside for the dead-letter queue.
+struct Decoded {
+    events: Vec<ErrorEvent>,
+    poison: Vec<Value>,
+}
+
+enum Decode {
+    Ok(Decoded),
+    /// The message itself is not a JSON array: dead-letter the whole message.
+    Unreadable(u64),
+}
+
+/// Adds a delivery to the batch; returns its tag when the whole message is unreadable.
+fn handle(tag: u64, data: &[u8], batch: &mut Vec<Decoded>, events: &mut usize) -> Option<u64> {
+    match decode(tag, data) {
+        Decode::Ok(d) => {
+            *events += d.events.len();
+            batch.push(d);
+            None
+        }
+        Decode::Unreadable(tag) => Some(tag),
+    }
+}
+
+fn decode(tag: u64, data: &[u8]) -> Decode {
+    let Ok(values) = serde_json::from_slice::<Vec<Value>>(data) else {
+        return Decode::Unreadable(tag);
+    };
+    let mut events = Vec::with_capacity(values.len());
+    let mut poison = Vec::new();
+    for v in values {
+        match decode_event(v.clone()) {
+            Ok(e) => events.push(e),
+            Err(_) => poison.push(v),
+        }
+    }
+    Decode::Ok(Decoded { events, poison })
+}
+
+async fn open(settings: &WorkerSettings, topology: &Topology) -> lapin::Result<(Connection, Channel, Channel, Consumer)> {
+    let conn = queue::connect(&settings.services.amqp_url, "faultline-worker").await?;
+    let channel = conn.create_channel().await?;
+    topology.declare(&channel).await?;
+    channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await?;
+    // A second channel, in confirm mode, for dead-lettering single bad elements of a message.
+    let dead = conn.create_channel().await?;
+    dead.confirm_select(ConfirmSelectOptions::default()).await?;
+    let consumer = channel
+        .basic_consume(
+            topology.queue.as_str().into(),
+            "faultline-worker".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((conn, channel, dead, consumer))
+}
+
+/// Runs until `shutdown` turns true: then finishes the batch in hand, acks it and returns.
+pub async fn run(
+    settings: WorkerSettings,
+    pool: PgPool,
+    state: ConsumerState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let topology = Topology::new(&settings.services.queue_prefix);
+    let mut backoff = Duration::from_millis(200);
+    while !*shutdown.borrow() {
+        let (conn, channel, dead, mut consumer) = match open(&settings, &topology).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                state.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, ?backoff, "Cannot reach the broker; retrying.");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        state.connected.store(true, Ordering::Relaxed);
+        tracing::info!(queue = %topology.queue, "Consuming.");
+        let result = consume(&settings, &pool, &topology, &channel, &dead, &mut consumer, &mut shutdown).await;
+        state.connected.store(false, Ordering::Relaxed);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "Consumer stopped; reconnecting.");
+        }
+        let _ = channel
+            .basic_cancel("faultline-worker".into(), BasicCancelOptions::default())
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
+    }
+    tracing::info!("Consumer finished.");
+}
+
+async fn consume(
+    settings: &WorkerSettings,
+    pool: &PgPool,
+    topology: &Topology,
+    channel: &Channel,
+    dead: &Channel,
+    consumer: &mut Consumer,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        // Wait for the first delivery (or shutdown).
+        let first = tokio::select! {
+            d = consumer.next() => d,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let Some(first) = first else {
+            anyhow::bail!("the broker ended the consumer");
+        };
+        let first = first?;
+        let mut batch: Vec<Decoded> = Vec::new();
+        let mut events = 0usize;
+        let mut last_tag = first.delivery_tag;
+        let mut unreadable = Vec::new();
+        unreadable.extend(handle(first.delivery_tag, &first.data, &mut batch, &mut events));
+        let deadline = tokio::time::Instant::now() + settings.batch_wait;
+        while events < settings.batch_size {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    last_tag = d.delivery_tag;
+                    unreadable.extend(handle(d.delivery_tag, &d.data, &mut batch, &mut events));
+                }
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        for tag in unreadable {
+            tracing::warn!(delivery_tag = tag, "Undecodable message dead-lettered.");
+            metrics::counter!("worker_dead_lettered_total", "kind" => "message").increment(1);
+            channel
+                .basic_nack(tag, BasicNackOptions { multiple: false, requeue: false })
+                .await?;
+        }
+        let poison: Vec<Value> = batch.iter_mut().flat_map(|d| std::mem::take(&mut d.poison)).collect();
+        if !poison.is_empty() {
+            dead_letter(dead, topology, &poison).await?;
+            tracing::warn!(events = poison.len(), "Undecodable events dead-lettered.");
+            metrics::counter!("worker_dead_lettered_total", "kind" => "event").increment(poison.len() as u64);
+        }
+        let events: Vec<ErrorEvent> = batch.into_iter().flat_map(|d| d.events).collect();
+        metrics::histogram!("worker_batch_events").record(events.len() as f64);
+        metrics::counter!("worker_batches_total").increment(1);
+        // Retry the database until it takes the batch. The deliveries stay unacked meanwhile:
+        // a crash or a shutdown here hands them back to the broker, never loses them.
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match process_batch(pool, &events).await {
+                Ok(outcome) => {
+                    tracing::debug!(?outcome, "Batch committed.");
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("worker_batch_failures_total").increment(1);
+                    tracing::warn!(error = %e, ?backoff, events = events.len(), "Batch not committed; will retry.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {
+                            tracing::info!("Shutting down with an uncommitted batch; the broker will redeliver it.");
+                            return Ok(());
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        channel
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await?;
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+    }
+}
+
+/// Publishes undecodable events to the dead-letter exchange and waits for the broker's confirm,
+/// so they are safe before their message is acked.
+async fn dead_letter(dead: &Channel, topology: &Topology, poison: &[Value]) -> lapin::Result<()> {
+    let body = serde_json::to_vec(poison).unwrap_or_default();
+    let confirm = dead
+        .basic_publish(
+            topology.dead_exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
+        )
+        .await?;
+    confirm.await?;
+    Ok(())
+}

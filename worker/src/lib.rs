@@ -1,0 +1,52 @@
+//! worker: consumes events from RabbitMQ, fingerprints them, and writes each batch (events,
+//! groups, per-minute counts) to Postgres in one transaction, acking only after the commit.
+//!
+//! # Layout
+//! - [`process`]: the unit of work, `process_batch(&pool, &events) -> Outcome`, called by tests.
+//! - [`store`]: all of the worker's SQL.
+//! - [`consumer`]: the broker loop (batching, dead-lettering, ack after commit, retry).
+//! - [`retention`]: deletes expired events in bounded batches.
+//! - [`http`]: `/health` and `/metrics`.
+
+pub mod consumer;
+pub mod http;
+pub mod process;
+pub mod retention;
+pub mod store;
+
+use anyhow::Context;
+use faultline_shared::{config::WorkerSettings, db, telemetry};
+use std::future::Future;
+use tokio::sync::watch;
+
+/// Runs the worker until `shutdown` resolves; then the batch in hand is committed and acked
+/// before this returns.
+pub async fn run(settings: WorkerSettings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let pool = db::connect_and_migrate(&settings.services.database_url, settings.services.db_max_connections).await?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
+        .await
+        .with_context(|| format!("binding WORKER_PORT {}", settings.port))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let consumer_state = consumer::ConsumerState::default();
+    let http_state = http::HealthState {
+        pool: pool.clone(),
+        consumer: consumer_state.clone(),
+        metrics: telemetry::metrics_handle(),
+    };
+    let mut http_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, http::router(http_state))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    tokio::spawn(retention::run(pool.clone(), settings.clone(), stop_rx.clone()));
+    consumer::run(settings, pool.clone(), consumer_state, stop_rx).await;
+    pool.close().await;
+    Ok(())
+}

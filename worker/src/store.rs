@@ -1,0 +1,198 @@
+//! The worker's SQL, in one place. Every write takes the batch's transaction; rows are written
+//! with `UNNEST` arrays (one statement per table per batch) in a fixed key order, so concurrent
+//! workers never deadlock on each other's rows.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Column arrays of the events to insert (one element per event).
+#[derive(Default)]
+pub struct EventRows {
+    pub id: Vec<Uuid>,
+    pub project_id: Vec<Uuid>,
+    pub group_id: Vec<Uuid>,
+    pub received_at: Vec<DateTime<Utc>>,
+    pub level: Vec<&'static str>,
+    pub message: Vec<String>,
+    pub stack_trace: Vec<Option<String>>,
+    pub context: Vec<Option<Value>>,
+    pub source: Vec<String>,
+    pub environment: Vec<String>,
+    pub url: Vec<Option<String>>,
+    pub user_agent: Vec<Option<String>>,
+    pub ip_address: Vec<Option<String>>,
+    pub release: Vec<Option<String>>,
+    pub extra: Vec<Option<Value>>,
+}
+
+/// Inserts events, skipping ids already stored; returns the ids that were new. This is where a
+/// redelivered event is recognised and kept from being counted twice.
+#[tracing::instrument(skip_all, fields(events = rows.id.len()))]
+pub async fn insert_events(conn: &mut PgConnection, rows: &EventRows) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO events (id, project_id, group_id, received_at, level, message, stack_trace,
+                             context, source, environment, url, user_agent, ip_address, release, extra)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[],
+                              $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[],
+                              $11::text[], $12::text[], $13::text[], $14::text[], $15::jsonb[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&rows.id)
+    .bind(&rows.project_id)
+    .bind(&rows.group_id)
+    .bind(&rows.received_at)
+    .bind(&rows.level)
+    .bind(&rows.message)
+    .bind(&rows.stack_trace)
+    .bind(&rows.context)
+    .bind(&rows.source)
+    .bind(&rows.environment)
+    .bind(&rows.url)
+    .bind(&rows.user_agent)
+    .bind(&rows.ip_address)
+    .bind(&rows.release)
+    .bind(&rows.extra)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+/// Column arrays of the group upserts, one element per (project, fingerprint), sorted by id.
+#[derive(Default)]
+pub struct GroupRows {
+    pub id: Vec<Uuid>,
+    pub project_id: Vec<Uuid>,
+    pub fingerprint: Vec<String>,
+    pub version: Vec<i32>,
+    pub normalized_message: Vec<String>,
+    pub frames: Vec<Value>,
+    pub custom: Vec<bool>,
+    pub level: Vec<&'static str>,
+    pub message: Vec<String>,
+    pub stack_trace: Vec<Option<String>>,
+    pub context: Vec<Option<Value>>,
+    pub source: Vec<String>,
+    pub environment: Vec<String>,
+    pub url: Vec<Option<String>>,
+    pub user_agent: Vec<Option<String>>,
+    pub ip_address: Vec<Option<String>>,
+    pub release: Vec<Option<String>>,
+    pub latest_event_id: Vec<Uuid>,
+    pub count: Vec<i64>,
+    pub first_seen: Vec<DateTime<Utc>>,
+    pub last_seen: Vec<DateTime<Utc>>,
+}
+
+/// Adds the batch's counts to the groups, keeping the newest sample. A resolved group that sees an
+/// event newer than its resolution is reopened and marked regressed.
+#[tracing::instrument(skip_all, fields(groups = rows.id.len()))]
+pub async fn upsert_groups(conn: &mut PgConnection, rows: &GroupRows) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO error_groups AS g (id, project_id, fingerprint, grouping_version,
+                normalized_message, grouping_frames, custom_fingerprint, level, message, stack_trace,
+                context, source, environment, url, user_agent, ip_address, release,
+                latest_event_id, count, first_seen, last_seen)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::text[],
+                              $6::jsonb[], $7::bool[], $8::text[], $9::text[], $10::text[],
+                              $11::jsonb[], $12::text[], $13::text[], $14::text[], $15::text[],
+                              $16::text[], $17::text[], $18::uuid[], $19::bigint[],
+                              $20::timestamptz[], $21::timestamptz[])
+         ON CONFLICT (id) DO UPDATE SET
+            count = g.count + EXCLUDED.count,
+            first_seen = LEAST(g.first_seen, EXCLUDED.first_seen),
+            last_seen = GREATEST(g.last_seen, EXCLUDED.last_seen),
+            level = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.level ELSE g.level END,
+            message = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.message ELSE g.message END,
+            stack_trace = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.stack_trace ELSE g.stack_trace END,
+            context = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.context ELSE g.context END,
+            environment = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.environment ELSE g.environment END,
+            url = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.url ELSE g.url END,
+            user_agent = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.user_agent ELSE g.user_agent END,
+            ip_address = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.ip_address ELSE g.ip_address END,
+            release = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.release ELSE g.release END,
+            latest_event_id = CASE WHEN EXCLUDED.last_seen >= g.last_seen THEN EXCLUDED.latest_event_id ELSE g.latest_event_id END,
+            regressed = g.regressed OR (g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')),
+            regressed_at = CASE WHEN g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')
+                                THEN now() ELSE g.regressed_at END,
+            resolved = g.resolved AND EXCLUDED.last_seen <= COALESCE(g.resolved_at, '-infinity'),
+            resolved_at = CASE WHEN g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')
+                               THEN NULL ELSE g.resolved_at END,
+            updated_at = now()",
+    )
+    .bind(&rows.id)
+    .bind(&rows.project_id)
+    .bind(&rows.fingerprint)
+    .bind(&rows.version)
+    .bind(&rows.normalized_message)
+    .bind(&rows.frames)
+    .bind(&rows.custom)
+    .bind(&rows.level)
+    .bind(&rows.message)
+    .bind(&rows.stack_trace)
+    .bind(&rows.context)
+    .bind(&rows.source)
+    .bind(&rows.environment)
+    .bind(&rows.url)
+    .bind(&rows.user_agent)
+    .bind(&rows.ip_address)
+    .bind(&rows.release)
+    .bind(&rows.latest_event_id)
+    .bind(&rows.count)
+    .bind(&rows.first_seen)
+    .bind(&rows.last_seen)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Per-minute counts, sorted by primary key.
+#[derive(Default)]
+pub struct RollupRows {
+    pub project_id: Vec<Uuid>,
+    pub minute: Vec<DateTime<Utc>>,
+    pub group_id: Vec<Uuid>,
+    pub level: Vec<&'static str>,
+    pub environment: Vec<String>,
+    pub count: Vec<i64>,
+}
+
+#[tracing::instrument(skip_all, fields(rows = rows.count.len()))]
+pub async fn upsert_rollups(conn: &mut PgConnection, rows: &RollupRows) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO error_counts_minute AS c (project_id, minute, group_id, level, environment, count)
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::bigint[])
+         ON CONFLICT (project_id, minute, group_id, level, environment)
+         DO UPDATE SET count = c.count + EXCLUDED.count",
+    )
+    .bind(&rows.project_id)
+    .bind(&rows.minute)
+    .bind(&rows.group_id)
+    .bind(&rows.level)
+    .bind(&rows.environment)
+    .bind(&rows.count)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes at most `limit` events received before `cutoff`; returns how many went. Small batches
+/// keep each statement's locks and WAL burst short.
+pub async fn delete_expired_events(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM events WHERE id IN (
+             SELECT id FROM events WHERE received_at < $1 ORDER BY received_at LIMIT $2
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
