@@ -49,15 +49,14 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let url = self.url.clone();
-        let pool = self.pool.clone();
-        // Drop runs inside the test's runtime; use a thread with its own runtime to finish the
-        // asynchronous clean-up before the test process exits.
+        // Drop runs inside the test's runtime, which is blocked while we wait: use a thread with
+        // its own runtime, and do not close the pool (its connections belong to the blocked
+        // runtime); `DROP DATABASE ... WITH (FORCE)` ends them server-side.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
-                pool.close().await;
                 use sqlx::migrate::MigrateDatabase;
                 let _ = sqlx::Postgres::force_drop_database(&url).await;
             });
