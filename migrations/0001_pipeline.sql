@@ -97,3 +97,14 @@ CREATE TABLE error_counts_minute (
     PRIMARY KEY (project_id, minute, group_id, level, environment)
 );
 CREATE INDEX error_counts_minute_group_idx ON error_counts_minute (group_id, minute);
+
+-- Liveness of every worker and alerter instance, written every few seconds; the monitoring API
+-- reads it to report which processes are alive and what they last did.
+CREATE TABLE service_heartbeats (
+    service     text NOT NULL,
+    instance    text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    last_seen   timestamptz NOT NULL,
+    details     jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (service, instance)
+);

@@ -147,3 +147,34 @@ pub async fn insert_key(
     .await?;
     Ok(row.0)
 }
+
+/// Records that `service`/`instance` is alive, with what it last did; see `service_heartbeats`.
+pub async fn heartbeat(
+    pool: &PgPool,
+    service: &str,
+    instance: &str,
+    started_at: DateTime<Utc>,
+    details: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO service_heartbeats (service, instance, started_at, last_seen, details)
+         VALUES ($1, $2, $3, now(), $4)
+         ON CONFLICT (service, instance)
+         DO UPDATE SET last_seen = now(), started_at = EXCLUDED.started_at, details = EXCLUDED.details",
+    )
+    .bind(service)
+    .bind(instance)
+    .bind(started_at)
+    .bind(details)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A name for this process instance: host name and pid, stable for the life of the process.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string());
+    format!("{host}:{}", std::process::id())
+}
