@@ -1,0 +1,137 @@
+//! Helpers for the worker's tests: events built like ingest builds them, a publisher straight to
+//! the test's own queue, and counters read from the test's own database.
+#![allow(dead_code)]
+
+use chrono::Utc;
+use faultline_shared::{
+    config::{ServiceUrls, WorkerSettings},
+    domain::{DEFAULT_PROJECT_ID, ErrorEvent, Level, encode_batch},
+    queue::{self, Topology},
+    testkit,
+};
+use lapin::{
+    BasicProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub fn event(message: &str) -> ErrorEvent {
+    ErrorEvent {
+        event_id: Uuid::now_v7(),
+        project_id: DEFAULT_PROJECT_ID,
+        received_at: Utc::now(),
+        level: Level::Error,
+        message: message.to_string(),
+        source: "backend".into(),
+        environment: "production".into(),
+        stack_trace: None,
+        context: None,
+        url: None,
+        user_agent: None,
+        ip_address: None,
+        release: None,
+        fingerprint: None,
+        frames: None,
+        extra: None,
+    }
+}
+
+pub fn settings(db_url: &str, prefix: &str) -> WorkerSettings {
+    WorkerSettings {
+        services: ServiceUrls {
+            database_url: db_url.to_string(),
+            amqp_url: testkit::amqp_url(),
+            redis_url: testkit::redis_url(),
+            queue_prefix: prefix.to_string(),
+            db_max_connections: 5,
+        },
+        port: 0,
+        batch_size: 200,
+        batch_wait: Duration::from_millis(20),
+        prefetch: 16,
+        retention_days: 30,
+        retention_interval: Duration::from_secs(3600),
+        retention_batch: 1000,
+    }
+}
+
+/// Publishes raw message bodies to the test's exchange, with confirms, as ingest does.
+pub async fn publish_raw(prefix: &str, bodies: &[Vec<u8>]) {
+    let conn = queue::connect(&testkit::amqp_url(), "worker-test").await.expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    let t = Topology::new(prefix);
+    t.declare(&ch).await.expect("declare");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm");
+    for body in bodies {
+        ch.basic_publish(
+            t.exchange.as_str().into(),
+            t.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirmed");
+    }
+    let _ = conn.close(200, "".into()).await;
+}
+
+pub async fn publish_events(prefix: &str, messages: &[Vec<ErrorEvent>]) {
+    let bodies: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|events| {
+            let encoded: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+            encode_batch(encoded.iter().map(|v| v.as_slice()))
+        })
+        .collect();
+    publish_raw(prefix, &bodies).await;
+}
+
+pub async fn depth(prefix: &str, dead: bool) -> u32 {
+    let conn = queue::connect(&testkit::amqp_url(), "worker-test").await.expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    let t = Topology::new(prefix);
+    t.declare(&ch).await.expect("declare");
+    let q = if dead { &t.dead_queue } else { &t.queue };
+    let (n, _) = queue::queue_depth(&ch, q).await.expect("depth");
+    let _ = conn.close(200, "".into()).await;
+    n
+}
+
+pub async fn counted(pool: &PgPool) -> i64 {
+    let (n,): (Option<i64>,) = sqlx::query_as("SELECT sum(count)::bigint FROM error_groups")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n.unwrap_or(0)
+}
+
+pub async fn stored_events(pool: &PgPool) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(pool).await.unwrap();
+    n
+}
+
+pub async fn rollup_total(pool: &PgPool) -> i64 {
+    let (n,): (Option<i64>,) = sqlx::query_as("SELECT sum(count)::bigint FROM error_counts_minute")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n.unwrap_or(0)
+}
+
+/// Polls `f` until it returns true, failing the test after `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,163 @@
+//! The consumer loop against the real RabbitMQ and Postgres: poison messages are dead-lettered
+//! without blocking the queue, and a worker killed with SIGKILL mid-stream loses nothing and
+//! counts nothing twice.
+
+#[path = "common.rs"]
+mod common;
+
+use common::*;
+use faultline_shared::testkit::{self, TestDb};
+use std::{process::Stdio, time::Duration};
+use tokio::sync::oneshot;
+
+fn prefix() -> String {
+    format!("wtest_{}", testkit::unique_tag())
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_the_events_behind_it_are_processed() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let good_before = vec![event("before the poison")];
+    let good_after = vec![event("after the poison"), event("after the poison")];
+    let mut mixed = serde_json::to_vec(&vec![
+        serde_json::to_value(event("good neighbour")).unwrap(),
+        serde_json::json!({"not": "an event"}),
+    ])
+    .unwrap();
+    mixed.shrink_to_fit();
+    publish_events(&prefix, std::slice::from_ref(&good_before)).await;
+    publish_raw(&prefix, &[b"\x00\x01 definitely not json".to_vec(), mixed]).await;
+    publish_events(&prefix, std::slice::from_ref(&good_after)).await;
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(worker::run(settings(&db.url, &prefix), async move {
+        let _ = stopped.await;
+    }));
+    let pool = db.pool.clone();
+    eventually(20, "good events counted", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await == 4 }
+    })
+    .await;
+    let p = prefix.clone();
+    eventually(20, "two dead letters", || {
+        let p = p.clone();
+        async move { depth(&p, true).await == 2 }
+    })
+    .await;
+    assert_eq!(depth(&prefix, false).await, 0);
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    testkit::delete_topology(&prefix).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let messages: Vec<Vec<_>> = (0..150)
+        .map(|m| (0..100).map(|i| event(&format!("job {} failed with code {}", m * 100 + i, i % 7))).collect())
+        .collect();
+    publish_events(&prefix, &messages).await;
+    let total = 150 * 100;
+
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .env("DATABASE_URL", &db.url)
+            .env("AMQP_URL", testkit::amqp_url())
+            .env("REDIS_URL", testkit::redis_url())
+            .env("QUEUE_PREFIX", &prefix)
+            .env("WORKER_PORT", "0")
+            .env("WORKER_BATCH_SIZE", "300")
+            .env("WORKER_PREFETCH", "8")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("worker binary starts")
+    };
+
+    // Several rounds: start a worker, let it commit some batches, SIGKILL it mid-stream.
+    let mut killed_mid_stream = 0;
+    for round in 0..3 {
+        let mut child = spawn();
+        let before = counted(&db.pool).await;
+        let pool = db.pool.clone();
+        eventually(60, "progress before the kill", || {
+            let pool = pool.clone();
+            async move { counted(&pool).await > before }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(20 * round)).await;
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.unwrap();
+        if counted(&db.pool).await < total {
+            killed_mid_stream += 1;
+        }
+    }
+    assert!(killed_mid_stream > 0, "the kills must land before the stream was drained");
+
+    // A fresh worker drains what is left, including redeliveries of unacked messages.
+    let mut child = spawn();
+    let pool = db.pool.clone();
+    eventually(120, "every event counted", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await >= total }
+    })
+    .await;
+    let p = prefix.clone();
+    eventually(30, "queue drained", || {
+        let p = p.clone();
+        async move { depth(&p, false).await == 0 }
+    })
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(counted(&db.pool).await, total, "counted exactly once");
+    assert_eq!(stored_events(&db.pool).await, total);
+    assert_eq!(rollup_total(&db.pool).await, total);
+    assert_eq!(depth(&prefix, true).await, 0);
+    testkit::delete_topology(&prefix).await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_batch_in_hand_and_exits_zero() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let messages: Vec<Vec<_>> = (0..40)
+        .map(|m| (0..50).map(|i| event(&format!("fault {} in shard {}", m, i))).collect())
+        .collect();
+    publish_events(&prefix, &messages).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("DATABASE_URL", &db.url)
+        .env("QUEUE_PREFIX", &prefix)
+        .env("WORKER_PORT", "0")
+        .env("WORKER_BATCH_SIZE", "100")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pool = db.pool.clone();
+    eventually(60, "progress", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await > 0 }
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits within the bound")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // What was committed was acked, what was not is back in the queue: together, everything.
+    let counted_now = counted(&db.pool).await;
+    let left = i64::from(depth(&prefix, false).await);
+    assert!(counted_now > 0);
+    assert_eq!(left * 50 + counted_now, 2000);
+    testkit::delete_topology(&prefix).await;
+}

@@ -1,0 +1,140 @@
+//! The worker's unit of work against a real Postgres: grouping, counting, deduplication,
+//! regression and retention.
+
+#[path = "common.rs"]
+mod common;
+
+use chrono::{DurationRound, TimeDelta, Utc};
+use common::*;
+use faultline_shared::testkit::TestDb;
+use worker::process::process_batch;
+
+const TEMPLATES: [&str; 10] = [
+    "user {} not found",
+    "timeout after {} ms talking to 10.0.{}.7",
+    "order {} failed: card declined",
+    "cannot parse id={} in request {}",
+    "disk {} of volume group is {}% full",
+    "retry {} of 5 for job {}",
+    "connection reset by peer after {} bytes",
+    "invalid token for session {}",
+    "queue depth {} exceeds limit",
+    "payment {} refunded twice",
+];
+
+#[tokio::test]
+async fn a_thousand_events_from_ten_templates_make_ten_groups() {
+    let db = TestDb::new().await;
+    // Whole seconds: Postgres keeps microseconds, not nanoseconds.
+    let start = (Utc::now() - TimeDelta::minutes(30)).duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let mut events = Vec::new();
+    for i in 0..1000usize {
+        let template = TEMPLATES[i % 10];
+        let mut msg = template.to_string();
+        while let Some(pos) = msg.find("{}") {
+            msg.replace_range(pos..pos + 2, &((i * 7919) % 250 + 1).to_string());
+        }
+        let mut e = event(&msg);
+        e.received_at = start + TimeDelta::seconds(i as i64);
+        events.push(e);
+    }
+    // In several batches, out of order, as competing consumers would see them.
+    events.reverse();
+    for chunk in events.chunks(137) {
+        process_batch(&db.pool, chunk).await.unwrap();
+    }
+    let groups: Vec<(i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT count, first_seen, last_seen, normalized_message FROM error_groups ORDER BY normalized_message",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(groups.len(), 10, "{groups:#?}");
+    assert_eq!(groups.iter().map(|g| g.0).sum::<i64>(), 1000);
+    for (count, first, last, normalized) in &groups {
+        assert_eq!(*count, 100, "{normalized}");
+        let k = TEMPLATES
+            .iter()
+            .position(|t| normalized.starts_with(&t[..4]))
+            .expect("known template") as i64;
+        assert_eq!(*first, start + TimeDelta::seconds(k), "{normalized}");
+        assert_eq!(*last, start + TimeDelta::seconds(990 + k), "{normalized}");
+    }
+    assert_eq!(stored_events(&db.pool).await, 1000);
+    assert_eq!(rollup_total(&db.pool).await, 1000);
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_is_counted_once() {
+    let db = TestDb::new().await;
+    let e = event("payment failed");
+    let first = process_batch(&db.pool, &[e.clone(), e.clone()]).await.unwrap();
+    assert_eq!((first.inserted, first.duplicates), (1, 1));
+    let again = process_batch(&db.pool, std::slice::from_ref(&e)).await.unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 1));
+    assert_eq!(counted(&db.pool).await, 1);
+    assert_eq!(rollup_total(&db.pool).await, 1);
+}
+
+#[tokio::test]
+async fn a_resolved_group_that_sees_a_new_event_is_reopened_and_marked_regressed() {
+    let db = TestDb::new().await;
+    process_batch(&db.pool, &[event("cache miss storm")]).await.unwrap();
+    sqlx::query("UPDATE error_groups SET resolved = true, resolved_at = now()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // An old event delivered late does not reopen it...
+    let mut late = event("cache miss storm");
+    late.received_at = Utc::now() - TimeDelta::hours(1);
+    process_batch(&db.pool, &[late]).await.unwrap();
+    let (resolved, regressed): (bool, bool) =
+        sqlx::query_as("SELECT resolved, regressed FROM error_groups").fetch_one(&db.pool).await.unwrap();
+    assert!(resolved && !regressed);
+    // ...a new one does.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    process_batch(&db.pool, &[event("cache miss storm")]).await.unwrap();
+    let (resolved, regressed, count): (bool, bool, i64) =
+        sqlx::query_as("SELECT resolved, regressed, count FROM error_groups").fetch_one(&db.pool).await.unwrap();
+    assert!(!resolved && regressed);
+    assert_eq!(count, 3);
+}
+
+#[tokio::test]
+async fn the_group_keeps_the_newest_sample_and_why_it_was_grouped() {
+    let db = TestDb::new().await;
+    let mut old = event("user 1 not found");
+    old.received_at = Utc::now() - TimeDelta::minutes(5);
+    old.environment = "staging".into();
+    let new = event("user 2 not found");
+    process_batch(&db.pool, &[new.clone(), old]).await.unwrap();
+    let (message, environment, latest, version, normalized): (String, String, uuid::Uuid, i32, String) =
+        sqlx::query_as(
+            "SELECT message, environment, latest_event_id, grouping_version, normalized_message FROM error_groups",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(message, "user 2 not found");
+    assert_eq!(environment, "production");
+    assert_eq!(latest, new.event_id);
+    assert_eq!(version, faultline_shared::fingerprint::GROUPING_VERSION);
+    assert_eq!(normalized, "user <int> not found");
+}
+
+#[tokio::test]
+async fn expired_events_are_purged_in_batches_while_counts_stay() {
+    let db = TestDb::new().await;
+    let mut events = Vec::new();
+    for i in 0..25 {
+        let mut e = event("old failure");
+        e.received_at = Utc::now() - TimeDelta::days(40) + TimeDelta::seconds(i);
+        events.push(e);
+    }
+    events.push(event("old failure"));
+    process_batch(&db.pool, &events).await.unwrap();
+    let deleted = worker::retention::purge_expired(&db.pool, 30, 10).await.unwrap();
+    assert_eq!(deleted, 25);
+    assert_eq!(stored_events(&db.pool).await, 1);
+    assert_eq!(counted(&db.pool).await, 26);
+}
