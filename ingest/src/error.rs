@@ -100,12 +100,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        if status.is_server_error() {
-            match &self {
-                ApiError::Internal(e) => tracing::error!(error = ?e, "Request failed."),
-                other => tracing::warn!(code = other.code(), "Request refused: {other}"),
-            }
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = ?e, "Request failed.");
         } else {
+            // Outages are logged once by whatever noticed them, not once per refused request.
             tracing::debug!(code = self.code(), "Request rejected: {self}");
         }
         let mut body = json!({

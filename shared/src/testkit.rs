@@ -87,3 +87,73 @@ pub async fn delete_topology(prefix: &str) {
     }
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// A TCP proxy in front of a real service, which a test can cut and restore: the service's
+/// outage as its clients see it, without stopping the shared service other tests use.
+pub struct TcpProxy {
+    pub port: u16,
+    target: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a free local port to `target` (host:port).
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut proxy = TcpProxy {
+            port,
+            target: target.to_string(),
+            task: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let target = self.target.clone();
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Cuts every connection and refuses new ones (the port is closed).
+    pub fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            // Aborting drops the listener and the JoinSet, which aborts every forwarding task.
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&mut self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => {
+                    self.serve(listener);
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "proxy port not free yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot re-bind proxy port {}: {e}", self.port),
+            }
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}

@@ -102,7 +102,7 @@ pub async fn create_error(
         .await
         .map_err(|e| {
             rejected("queue_unavailable", 1);
-            tracing::warn!(error = %e, "Event not accepted: broker unavailable.");
+            tracing::debug!(error = %e, "Event not accepted: broker unavailable.");
             ApiError::QueueUnavailable {
                 retry_after_secs: 5,
             }
@@ -171,7 +171,7 @@ pub async fn create_errors_batch(
     }
     state.publisher.publish(payloads).await.map_err(|e| {
         rejected("queue_unavailable", accepted_count);
-        tracing::warn!(error = %e, events = accepted_count, "Batch not accepted: broker unavailable.");
+        tracing::debug!(error = %e, events = accepted_count, "Batch not accepted: broker unavailable.");
         ApiError::QueueUnavailable {
             retry_after_secs: 5,
         }
