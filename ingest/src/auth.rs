@@ -48,7 +48,11 @@ impl KeyCache {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             match entries.get(&hash) {
                 Some((record, at)) => {
-                    let ttl = if record.is_some() { self.ttl } else { NEGATIVE_TTL };
+                    let ttl = if record.is_some() {
+                        self.ttl
+                    } else {
+                        NEGATIVE_TTL
+                    };
                     if now.duration_since(*at) < ttl {
                         return Ok(record.clone());
                     }

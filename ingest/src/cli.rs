@@ -9,7 +9,10 @@ use faultline_shared::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "ingest", about = "Faultline ingest: the HTTP API and event front door")]
+#[command(
+    name = "ingest",
+    about = "Faultline ingest: the HTTP API and event front door"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -53,7 +56,9 @@ pub async fn create_key(
 ) -> anyhow::Result<(ApiKey, uuid::Uuid)> {
     let permissions = Permissions::parse_list(permissions)?;
     let key = match raw {
-        Some(raw) => ApiKey::parse(raw).ok_or_else(|| anyhow::anyhow!("--key is not a usable key"))?,
+        Some(raw) => {
+            ApiKey::parse(raw).ok_or_else(|| anyhow::anyhow!("--key is not a usable key"))?
+        }
         None => ApiKey::generate(),
     };
     let pool = db::connect_and_migrate(database_url, 2).await?;

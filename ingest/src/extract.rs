@@ -17,7 +17,12 @@ fn is_json_content_type(req: &Request) -> bool {
         return false;
     };
     let Ok(ct) = ct.to_str() else { return false };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -40,8 +45,8 @@ impl FromRequest<AppState> for JsonBody {
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| ApiError::PayloadTooLarge { limit })?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         Ok(JsonBody(value))
     }
 }

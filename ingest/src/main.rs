@@ -43,7 +43,9 @@ async fn main() -> anyhow::Result<()> {
                 expires_at,
             )
             .await?;
-            eprintln!("API key {name:?} for project {project:?} ({project_id}); it is shown only once:");
+            eprintln!(
+                "API key {name:?} for project {project:?} ({project_id}); it is shown only once:"
+            );
             println!("{}", key.expose());
             Ok(())
         }

@@ -149,7 +149,9 @@ async fn run(config: PublisherConfig, mut rx: mpsc::Receiver<Job>, connected: Ar
             };
             let Some(first) = first else {
                 // Every handle dropped: wait for confirms in flight, then close.
-                let _ = in_flight.acquire_many(config.max_in_flight.max(1) as u32).await;
+                let _ = in_flight
+                    .acquire_many(config.max_in_flight.max(1) as u32)
+                    .await;
                 let _ = conn.close(200, "shutdown".into()).await;
                 return;
             };
@@ -167,7 +169,10 @@ async fn run(config: PublisherConfig, mut rx: mpsc::Receiver<Job>, connected: Ar
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let body = encode_batch(jobs.iter().flat_map(|j| j.events.iter().map(|e| e.as_slice())));
+            let body = encode_batch(
+                jobs.iter()
+                    .flat_map(|j| j.events.iter().map(|e| e.as_slice())),
+            );
             metrics::histogram!("ingest_publish_batch_events").record(count as f64);
             let started = Instant::now();
             let published = channel
@@ -221,6 +226,10 @@ async fn run(config: PublisherConfig, mut rx: mpsc::Receiver<Job>, connected: Ar
         }
         connected.store(false, Ordering::Relaxed);
         metrics::gauge!("ingest_broker_connected").set(0.0);
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "reconnecting".into())).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            conn.close(200, "reconnecting".into()),
+        )
+        .await;
     }
 }

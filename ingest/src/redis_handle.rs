@@ -16,7 +16,9 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 impl RedisHandle {
     pub fn new(url: &str) -> Self {
         let client = redis::Client::open(url)
-            .inspect_err(|e| tracing::warn!(error = %e, "REDIS_URL is not usable; running without Redis."))
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "REDIS_URL is not usable; running without Redis."),
+            )
             .ok();
         Self {
             client,
@@ -48,9 +50,10 @@ impl RedisHandle {
 
     pub async fn ping(&self) -> Result<(), String> {
         let mut conn = self.get().await?;
-        let pong: Result<String, _> = tokio::time::timeout(TIMEOUT, redis::cmd("PING").query_async(&mut conn))
-            .await
-            .map_err(|_| "PING timed out".to_string())?;
+        let pong: Result<String, _> =
+            tokio::time::timeout(TIMEOUT, redis::cmd("PING").query_async(&mut conn))
+                .await
+                .map_err(|_| "PING timed out".to_string())?;
         pong.map(|_| ()).map_err(|e| e.to_string())
     }
 }

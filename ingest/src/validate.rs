@@ -188,18 +188,26 @@ mod tests {
         }))
         .unwrap_err();
         for field in ["message", "source", "level", "context", "url", "event_id"] {
-            assert!(errors.contains_key(field), "{field} missing from {errors:?}");
+            assert!(
+                errors.contains_key(field),
+                "{field} missing from {errors:?}"
+            );
         }
     }
 
     #[test]
     fn a_non_object_is_refused() {
-        assert!(validate_event(&json!([1, 2])).unwrap_err().contains_key("body"));
+        assert!(
+            validate_event(&json!([1, 2]))
+                .unwrap_err()
+                .contains_key("body")
+        );
     }
 
     #[test]
     fn wrong_types_are_named() {
-        let errors = validate_event(&json!({"message": 1, "source": true, "level": 3})).unwrap_err();
+        let errors =
+            validate_event(&json!({"message": 1, "source": true, "level": 3})).unwrap_err();
         assert_eq!(errors["message"], "must be a string");
         assert_eq!(errors["source"], "must be a string");
         assert_eq!(errors["level"], "must be a string");

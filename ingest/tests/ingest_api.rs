@@ -15,7 +15,9 @@ async fn body(resp: reqwest::Response) -> Value {
 async fn a_valid_event_is_accepted_after_the_broker_confirms_it() {
     let app = TestApp::spawn().await;
     let resp = app
-        .post_event(&json!({"level": "warning", "message": "disk almost full", "source": "backend"}))
+        .post_event(
+            &json!({"level": "warning", "message": "disk almost full", "source": "backend"}),
+        )
         .await;
     assert_eq!(resp.status(), 202);
     assert!(resp.headers().contains_key("x-request-id"));
@@ -43,7 +45,12 @@ async fn assert_refused(app: &TestApp, resp: reqwest::Response, status: u16, cod
 async fn malformed_json_is_refused_with_its_position() {
     let app = TestApp::spawn().await;
     let resp = app
-        .post_raw("/api/errors", Some("application/json"), Some(&app.key), "{\"message\": ")
+        .post_raw(
+            "/api/errors",
+            Some("application/json"),
+            Some(&app.key),
+            "{\"message\": ",
+        )
         .await;
     let b = assert_refused(&app, resp, 400, "malformed_json").await;
     assert!(b["details"]["body"].as_str().unwrap().contains("line"));
@@ -68,7 +75,10 @@ async fn wrong_types_and_unknown_levels_are_refused() {
         .await;
     let b = assert_refused(&app, resp, 400, "validation_error").await;
     assert_eq!(b["details"]["message"], "must be a string");
-    assert_eq!(b["details"]["level"], "must be one of error, warning, info, debug");
+    assert_eq!(
+        b["details"]["level"],
+        "must be one of error, warning, info, debug"
+    );
     assert_eq!(b["details"]["context"], "must be an object");
     let resp = app.post_event(&json!([1, 2])).await;
     assert_refused(&app, resp, 400, "validation_error").await;
@@ -80,13 +90,23 @@ async fn an_oversized_body_gets_413() {
     let app = TestApp::spawn_with(|s| s.max_body_bytes = 2048).await;
     let big = json!({"message": "x".repeat(4096), "source": "backend"}).to_string();
     let resp = app
-        .post_raw("/api/errors", Some("application/json"), Some(&app.key), big.clone())
+        .post_raw(
+            "/api/errors",
+            Some("application/json"),
+            Some(&app.key),
+            big.clone(),
+        )
         .await;
     assert_refused(&app, resp, 413, "payload_too_large").await;
     // Without a Content-Length (chunked), the limit still holds.
     let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(big.into_bytes())]);
     let resp = app
-        .post_raw("/api/errors", Some("application/json"), Some(&app.key), reqwest::Body::wrap_stream(stream))
+        .post_raw(
+            "/api/errors",
+            Some("application/json"),
+            Some(&app.key),
+            reqwest::Body::wrap_stream(stream),
+        )
         .await;
     assert_refused(&app, resp, 413, "payload_too_large").await;
     app.shutdown().await;
@@ -96,13 +116,27 @@ async fn an_oversized_body_gets_413() {
 async fn a_non_json_content_type_gets_415() {
     let app = TestApp::spawn().await;
     let ev = json!({"message": "m", "source": "s"}).to_string();
-    let resp = app.post_raw("/api/errors", Some("text/plain"), Some(&app.key), ev.clone()).await;
+    let resp = app
+        .post_raw(
+            "/api/errors",
+            Some("text/plain"),
+            Some(&app.key),
+            ev.clone(),
+        )
+        .await;
     assert_refused(&app, resp, 415, "unsupported_media_type").await;
-    let resp = app.post_raw("/api/errors", None, Some(&app.key), ev.clone()).await;
+    let resp = app
+        .post_raw("/api/errors", None, Some(&app.key), ev.clone())
+        .await;
     assert_refused(&app, resp, 415, "unsupported_media_type").await;
     // Parameters such as a charset are fine.
     let resp = app
-        .post_raw("/api/errors", Some("application/json; charset=utf-8"), Some(&app.key), ev)
+        .post_raw(
+            "/api/errors",
+            Some("application/json; charset=utf-8"),
+            Some(&app.key),
+            ev,
+        )
         .await;
     assert_eq!(resp.status(), 202);
     app.shutdown().await;
@@ -112,10 +146,17 @@ async fn a_non_json_content_type_gets_415() {
 async fn missing_or_unknown_keys_get_401() {
     let app = TestApp::spawn().await;
     let ev = json!({"message": "m", "source": "s"}).to_string();
-    let resp = app.post_raw("/api/errors", Some("application/json"), None, ev.clone()).await;
+    let resp = app
+        .post_raw("/api/errors", Some("application/json"), None, ev.clone())
+        .await;
     assert_refused(&app, resp, 401, "unauthorized").await;
     let resp = app
-        .post_raw("/api/errors", Some("application/json"), Some("fl_not-a-real-key"), ev)
+        .post_raw(
+            "/api/errors",
+            Some("application/json"),
+            Some("fl_not-a-real-key"),
+            ev,
+        )
         .await;
     assert_refused(&app, resp, 401, "unauthorized").await;
     app.shutdown().await;
@@ -173,7 +214,9 @@ async fn a_batch_of_only_invalid_items_or_too_many_items_is_refused() {
     let four = json!([{"message":"a","source":"s"},{"message":"a","source":"s"},{"message":"a","source":"s"},{"message":"a","source":"s"}]);
     let resp = app.post_batch(&four).await;
     assert_refused(&app, resp, 400, "validation_error").await;
-    let resp = app.post_batch(&json!({"message": "a", "source": "s"})).await;
+    let resp = app
+        .post_batch(&json!({"message": "a", "source": "s"}))
+        .await;
     assert_refused(&app, resp, 400, "validation_error").await;
     app.shutdown().await;
 }
@@ -181,15 +224,29 @@ async fn a_batch_of_only_invalid_items_or_too_many_items_is_refused() {
 #[tokio::test]
 async fn health_reports_each_dependency_and_metrics_are_exposed() {
     let app = TestApp::spawn().await;
-    let resp = app.client.get(format!("{}/health", app.addr)).send().await.unwrap();
+    let resp = app
+        .client
+        .get(format!("{}/health", app.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let b = body(resp).await;
     assert_eq!(b["status"], "ok");
     for dep in ["postgres", "rabbitmq", "redis"] {
         assert_eq!(b["checks"][dep]["status"], "healthy", "{dep}");
     }
-    app.post_event(&json!({"message": "m", "source": "s"})).await;
-    let text = app.client.get(format!("{}/metrics", app.addr)).send().await.unwrap().text().await.unwrap();
+    app.post_event(&json!({"message": "m", "source": "s"}))
+        .await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("ingest_events_accepted_total"));
     assert!(text.contains("http_request_duration_seconds"));
     app.shutdown().await;

@@ -48,7 +48,10 @@ async fn posted_events_are_grouped_and_counted_end_to_end() {
         .unwrap();
     assert_eq!(groups, 10);
     let (events, ips): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(ip_address) FROM events").fetch_one(&app.db.pool).await.unwrap();
+        sqlx::query_as("SELECT count(*), count(ip_address) FROM events")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
     assert_eq!((events, ips), (1000, 1000));
     app.shutdown().await;
 }
@@ -83,7 +86,12 @@ async fn with_the_broker_unreachable_ingest_answers_503_and_recovers_by_itself()
     for _ in 0..5 {
         assert_eq!(app.post_event(&ev).await.status(), 503);
     }
-    let health = app.client.get(format!("{}/health", app.addr)).send().await.unwrap();
+    let health = app
+        .client
+        .get(format!("{}/health", app.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 503);
 
     proxy.restore().await;
@@ -94,7 +102,10 @@ async fn with_the_broker_unreachable_ingest_answers_503_and_recovers_by_itself()
             break;
         }
         assert_eq!(status, 503);
-        assert!(tokio::time::Instant::now() < deadline, "ingest did not recover");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest did not recover"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Exactly the two accepted events are in the queue.

@@ -50,10 +50,7 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
         .connect(url)
         .await
         .context("connecting to Postgres")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("applying migrations")?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
     Ok(pool)
 }
 

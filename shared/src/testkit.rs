@@ -53,7 +53,10 @@ impl Drop for TestDb {
         // its own runtime, and do not close the pool (its connections belong to the blocked
         // runtime); `DROP DATABASE ... WITH (FORCE)` ends them server-side.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -99,7 +102,9 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding a free local port to `target` (host:port).
     pub async fn start(target: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mut proxy = TcpProxy {
             port,

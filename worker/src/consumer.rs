@@ -75,7 +75,10 @@ fn decode(tag: u64, data: &[u8]) -> Decode {
     Decode::Ok(Decoded { events, poison })
 }
 
-async fn open(settings: &WorkerSettings, topology: &Topology) -> lapin::Result<(Connection, Channel, Channel, Consumer)> {
+async fn open(
+    settings: &WorkerSettings,
+    topology: &Topology,
+) -> lapin::Result<(Connection, Channel, Channel, Consumer)> {
     let conn = queue::connect(&settings.services.amqp_url, "faultline-worker").await?;
     let channel = conn.create_channel().await?;
     topology.declare(&channel).await?;
@@ -122,7 +125,16 @@ pub async fn run(
         backoff = Duration::from_millis(200);
         state.connected.store(true, Ordering::Relaxed);
         tracing::info!(queue = %topology.queue, "Consuming.");
-        let result = consume(&settings, &pool, &topology, &channel, &dead, &mut consumer, &mut shutdown).await;
+        let result = consume(
+            &settings,
+            &pool,
+            &topology,
+            &channel,
+            &dead,
+            &mut consumer,
+            &mut shutdown,
+        )
+        .await;
         state.connected.store(false, Ordering::Relaxed);
         if let Err(e) = result {
             tracing::warn!(error = %e, "Consumer stopped; reconnecting.");
@@ -158,7 +170,12 @@ async fn consume(
         let mut events = 0usize;
         let mut last_tag = first.delivery_tag;
         let mut unreadable = Vec::new();
-        unreadable.extend(handle(first.delivery_tag, &first.data, &mut batch, &mut events));
+        unreadable.extend(handle(
+            first.delivery_tag,
+            &first.data,
+            &mut batch,
+            &mut events,
+        ));
         let deadline = tokio::time::Instant::now() + settings.batch_wait;
         while events < settings.batch_size {
             match tokio::time::timeout_at(deadline, consumer.next()).await {
@@ -174,14 +191,24 @@ async fn consume(
             tracing::warn!(delivery_tag = tag, "Undecodable message dead-lettered.");
             metrics::counter!("worker_dead_lettered_total", "kind" => "message").increment(1);
             channel
-                .basic_nack(tag, BasicNackOptions { multiple: false, requeue: false })
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: false,
+                        requeue: false,
+                    },
+                )
                 .await?;
         }
-        let poison: Vec<Value> = batch.iter_mut().flat_map(|d| std::mem::take(&mut d.poison)).collect();
+        let poison: Vec<Value> = batch
+            .iter_mut()
+            .flat_map(|d| std::mem::take(&mut d.poison))
+            .collect();
         if !poison.is_empty() {
             dead_letter(dead, topology, &poison).await?;
             tracing::warn!(events = poison.len(), "Undecodable events dead-lettered.");
-            metrics::counter!("worker_dead_lettered_total", "kind" => "event").increment(poison.len() as u64);
+            metrics::counter!("worker_dead_lettered_total", "kind" => "event")
+                .increment(poison.len() as u64);
         }
         let events: Vec<ErrorEvent> = batch.into_iter().flat_map(|d| d.events).collect();
         metrics::histogram!("worker_batch_events").record(events.len() as f64);

@@ -5,7 +5,10 @@ use axum::{Json, Router, extract::State, http::StatusCode, response::IntoRespons
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use sqlx::PgPool;
-use std::{sync::atomic::Ordering, time::{Duration, Instant}};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 #[derive(Clone)]
 pub struct HealthState {
@@ -25,12 +28,20 @@ pub fn router(state: HealthState) -> Router {
 /// are not being processed.
 async fn health(State(state): State<HealthState>) -> impl IntoResponse {
     let started = Instant::now();
-    let pg = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
+    let pg = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await;
     let pg_ok = matches!(pg, Ok(Ok(_)));
     let pg_ms = started.elapsed().as_secs_f64() * 1000.0;
     let broker_ok = state.consumer.connected.load(Ordering::Relaxed);
     let ok = pg_ok && broker_ok;
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({
@@ -46,7 +57,10 @@ async fn health(State(state): State<HealthState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
 }

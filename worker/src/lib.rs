@@ -21,8 +21,15 @@ use tokio::sync::watch;
 
 /// Runs the worker until `shutdown` resolves; then the batch in hand is committed and acked
 /// before this returns.
-pub async fn run(settings: WorkerSettings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let pool = db::connect_and_migrate(&settings.services.database_url, settings.services.db_max_connections).await?;
+pub async fn run(
+    settings: WorkerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = db::connect_and_migrate(
+        &settings.services.database_url,
+        settings.services.db_max_connections,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
         .await
         .with_context(|| format!("binding WORKER_PORT {}", settings.port))?;
@@ -45,7 +52,11 @@ pub async fn run(settings: WorkerSettings, shutdown: impl Future<Output = ()> + 
             })
             .await;
     });
-    tokio::spawn(retention::run(pool.clone(), settings.clone(), stop_rx.clone()));
+    tokio::spawn(retention::run(
+        pool.clone(),
+        settings.clone(),
+        stop_rx.clone(),
+    ));
     consumer::run(settings, pool.clone(), consumer_state, stop_rx).await;
     pool.close().await;
     Ok(())

@@ -106,14 +106,21 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
     }
 
     let mut tx = pool.begin().await?;
-    let new_ids: HashSet<Uuid> = store::insert_events(&mut tx, &rows).await?.into_iter().collect();
+    let new_ids: HashSet<Uuid> = store::insert_events(&mut tx, &rows)
+        .await?
+        .into_iter()
+        .collect();
     outcome.inserted = new_ids.len();
     outcome.duplicates = events.len() - new_ids.len();
 
     // Pre-aggregate the new events: one row per group, one per (minute, group, level, env).
     let mut groups: BTreeMap<Uuid, GroupAgg> = BTreeMap::new();
-    let mut rollups: BTreeMap<(Uuid, DateTime<Utc>, Uuid, &'static str, &str), i64> = BTreeMap::new();
-    for p in prepared.iter().filter(|p| new_ids.contains(&p.event.event_id)) {
+    let mut rollups: BTreeMap<(Uuid, DateTime<Utc>, Uuid, &'static str, &str), i64> =
+        BTreeMap::new();
+    for p in prepared
+        .iter()
+        .filter(|p| new_ids.contains(&p.event.event_id))
+    {
         let at = p.event.received_at;
         groups
             .entry(p.group_id)
@@ -152,7 +159,8 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             g.project_id.push(e.project_id);
             g.fingerprint.push(p.grouping.fingerprint.clone());
             g.version.push(p.grouping.version);
-            g.normalized_message.push(p.grouping.normalized_message.clone());
+            g.normalized_message
+                .push(p.grouping.normalized_message.clone());
             g.frames.push(serde_json::json!(p.grouping.frames));
             g.custom.push(p.grouping.custom);
             g.level.push(e.level.as_str());

@@ -30,7 +30,10 @@ pub struct EventRows {
 /// Inserts events, skipping ids already stored; returns the ids that were new. This is where a
 /// redelivered event is recognised and kept from being counted twice.
 #[tracing::instrument(skip_all, fields(events = rows.id.len()))]
-pub async fn insert_events(conn: &mut PgConnection, rows: &EventRows) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn insert_events(
+    conn: &mut PgConnection,
+    rows: &EventRows,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     let ids: Vec<(Uuid,)> = sqlx::query_as(
         "INSERT INTO events (id, project_id, group_id, received_at, level, message, stack_trace,
                              context, source, environment, url, user_agent, ip_address, release, extra)

@@ -59,11 +59,15 @@ pub fn settings(db_url: &str, prefix: &str) -> WorkerSettings {
 
 /// Publishes raw message bodies to the test's exchange, with confirms, as ingest does.
 pub async fn publish_raw(prefix: &str, bodies: &[Vec<u8>]) {
-    let conn = queue::connect(&testkit::amqp_url(), "worker-test").await.expect("amqp");
+    let conn = queue::connect(&testkit::amqp_url(), "worker-test")
+        .await
+        .expect("amqp");
     let ch = conn.create_channel().await.expect("channel");
     let t = Topology::new(prefix);
     t.declare(&ch).await.expect("declare");
-    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm");
     for body in bodies {
         ch.basic_publish(
             t.exchange.as_str().into(),
@@ -84,7 +88,10 @@ pub async fn publish_events(prefix: &str, messages: &[Vec<ErrorEvent>]) {
     let bodies: Vec<Vec<u8>> = messages
         .iter()
         .map(|events| {
-            let encoded: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+            let encoded: Vec<Vec<u8>> = events
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap())
+                .collect();
             encode_batch(encoded.iter().map(|v| v.as_slice()))
         })
         .collect();
@@ -92,7 +99,9 @@ pub async fn publish_events(prefix: &str, messages: &[Vec<ErrorEvent>]) {
 }
 
 pub async fn depth(prefix: &str, dead: bool) -> u32 {
-    let conn = queue::connect(&testkit::amqp_url(), "worker-test").await.expect("amqp");
+    let conn = queue::connect(&testkit::amqp_url(), "worker-test")
+        .await
+        .expect("amqp");
     let ch = conn.create_channel().await.expect("channel");
     let t = Topology::new(prefix);
     t.declare(&ch).await.expect("declare");
@@ -111,7 +120,10 @@ pub async fn counted(pool: &PgPool) -> i64 {
 }
 
 pub async fn stored_events(pool: &PgPool) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(pool).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     n
 }
 
@@ -131,7 +143,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

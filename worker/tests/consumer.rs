@@ -57,7 +57,11 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let db = TestDb::new().await;
     let prefix = prefix();
     let messages: Vec<Vec<_>> = (0..150)
-        .map(|m| (0..100).map(|i| event(&format!("job {} failed with code {}", m * 100 + i, i % 7))).collect())
+        .map(|m| {
+            (0..100)
+                .map(|i| event(&format!("job {} failed with code {}", m * 100 + i, i % 7)))
+                .collect()
+        })
         .collect();
     publish_events(&prefix, &messages).await;
     let total = 150 * 100;
@@ -97,7 +101,10 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice() {
             killed_mid_stream += 1;
         }
     }
-    assert!(killed_mid_stream > 0, "the kills must land before the stream was drained");
+    assert!(
+        killed_mid_stream > 0,
+        "the kills must land before the stream was drained"
+    );
 
     // A fresh worker drains what is left, including redeliveries of unacked messages.
     let mut child = spawn();
@@ -127,7 +134,11 @@ async fn sigterm_finishes_the_batch_in_hand_and_exits_zero() {
     let db = TestDb::new().await;
     let prefix = prefix();
     let messages: Vec<Vec<_>> = (0..40)
-        .map(|m| (0..50).map(|i| event(&format!("fault {} in shard {}", m, i))).collect())
+        .map(|m| {
+            (0..50)
+                .map(|i| event(&format!("fault {} in shard {}", m, i)))
+                .collect()
+        })
         .collect();
     publish_events(&prefix, &messages).await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
@@ -148,7 +159,10 @@ async fn sigterm_finishes_the_batch_in_hand_and_exits_zero() {
     })
     .await;
     let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("exits within the bound")

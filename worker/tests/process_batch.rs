@@ -26,7 +26,9 @@ const TEMPLATES: [&str; 10] = [
 async fn a_thousand_events_from_ten_templates_make_ten_groups() {
     let db = TestDb::new().await;
     // Whole seconds: Postgres keeps microseconds, not nanoseconds.
-    let start = (Utc::now() - TimeDelta::minutes(30)).duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let start = (Utc::now() - TimeDelta::minutes(30))
+        .duration_trunc(TimeDelta::seconds(1))
+        .unwrap();
     let mut events = Vec::new();
     for i in 0..1000usize {
         let template = TEMPLATES[i % 10];
@@ -68,9 +70,13 @@ async fn a_thousand_events_from_ten_templates_make_ten_groups() {
 async fn the_same_event_delivered_twice_is_counted_once() {
     let db = TestDb::new().await;
     let e = event("payment failed");
-    let first = process_batch(&db.pool, &[e.clone(), e.clone()]).await.unwrap();
+    let first = process_batch(&db.pool, &[e.clone(), e.clone()])
+        .await
+        .unwrap();
     assert_eq!((first.inserted, first.duplicates), (1, 1));
-    let again = process_batch(&db.pool, std::slice::from_ref(&e)).await.unwrap();
+    let again = process_batch(&db.pool, std::slice::from_ref(&e))
+        .await
+        .unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 1));
     assert_eq!(counted(&db.pool).await, 1);
     assert_eq!(rollup_total(&db.pool).await, 1);
@@ -79,7 +85,9 @@ async fn the_same_event_delivered_twice_is_counted_once() {
 #[tokio::test]
 async fn a_resolved_group_that_sees_a_new_event_is_reopened_and_marked_regressed() {
     let db = TestDb::new().await;
-    process_batch(&db.pool, &[event("cache miss storm")]).await.unwrap();
+    process_batch(&db.pool, &[event("cache miss storm")])
+        .await
+        .unwrap();
     sqlx::query("UPDATE error_groups SET resolved = true, resolved_at = now()")
         .execute(&db.pool)
         .await
@@ -89,13 +97,21 @@ async fn a_resolved_group_that_sees_a_new_event_is_reopened_and_marked_regressed
     late.received_at = Utc::now() - TimeDelta::hours(1);
     process_batch(&db.pool, &[late]).await.unwrap();
     let (resolved, regressed): (bool, bool) =
-        sqlx::query_as("SELECT resolved, regressed FROM error_groups").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT resolved, regressed FROM error_groups")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(resolved && !regressed);
     // ...a new one does.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    process_batch(&db.pool, &[event("cache miss storm")]).await.unwrap();
+    process_batch(&db.pool, &[event("cache miss storm")])
+        .await
+        .unwrap();
     let (resolved, regressed, count): (bool, bool, i64) =
-        sqlx::query_as("SELECT resolved, regressed, count FROM error_groups").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT resolved, regressed, count FROM error_groups")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(!resolved && regressed);
     assert_eq!(count, 3);
 }
@@ -133,7 +149,9 @@ async fn expired_events_are_purged_in_batches_while_counts_stay() {
     }
     events.push(event("old failure"));
     process_batch(&db.pool, &events).await.unwrap();
-    let deleted = worker::retention::purge_expired(&db.pool, 30, 10).await.unwrap();
+    let deleted = worker::retention::purge_expired(&db.pool, 30, 10)
+        .await
+        .unwrap();
     assert_eq!(deleted, 25);
     assert_eq!(stored_events(&db.pool).await, 1);
     assert_eq!(counted(&db.pool).await, 26);

@@ -92,10 +92,16 @@ mod tests {
     #[test]
     fn a_batch_decodes_back_to_its_events() {
         let events = [sample(), sample()];
-        let encoded: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+        let encoded: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect();
         let body = encode_batch(encoded.iter().map(|v| v.as_slice()));
         let values: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
-        let decoded: Vec<ErrorEvent> = values.into_iter().map(|v| decode_event(v).unwrap()).collect();
+        let decoded: Vec<ErrorEvent> = values
+            .into_iter()
+            .map(|v| decode_event(v).unwrap())
+            .collect();
         assert_eq!(decoded, events);
     }
 
