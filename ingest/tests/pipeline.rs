@@ -28,7 +28,7 @@ async fn posted_events_are_grouped_and_counted_end_to_end() {
         json!({
             "message": templates[i % 10].replace("{}", &(i * 31).to_string()),
             "source": "backend",
-            "level": if i % 3 == 0 { "warning" } else { "error" },
+            "level": if i.is_multiple_of(3) { "warning" } else { "error" },
             "context": {"i": i},
         })
     };
