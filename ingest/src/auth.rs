@@ -24,11 +24,14 @@ const MAX_ENTRIES: usize = 50_000;
 /// Unknown keys are cached too (briefly), so a flood of bad keys cannot flood Postgres either.
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 
+/// A cached lookup: the record (or `None` for an unknown key) and when it was fetched.
+type CacheEntry = (Option<KeyRecord>, Instant);
+
 #[derive(Clone)]
 pub struct KeyCache {
     pool: PgPool,
     ttl: Duration,
-    entries: Arc<RwLock<HashMap<KeyHash, (Option<KeyRecord>, Instant)>>>,
+    entries: Arc<RwLock<HashMap<KeyHash, CacheEntry>>>,
 }
 
 impl KeyCache {
