@@ -20,6 +20,8 @@ export WORKER_PORT="${WORKER_PORT:-8081}"
 export ALERTER_PORT="${ALERTER_PORT:-8082}"
 export RUST_LOG="${RUST_LOG:-info}"
 export QUEUE_PREFIX="${QUEUE_PREFIX:-faultline}"
+# Development only: lets alert webhooks reach receivers on localhost (refused by default: SSRF).
+export ALERTER_ALLOW_PRIVATE_TARGETS="${ALERTER_ALLOW_PRIVATE_TARGETS:-true}"
 
 DEV_API_KEY="${DEV_API_KEY:-test-api-key}"
 RUN_DIR="$ROOT/.run"

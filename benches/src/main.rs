@@ -1,1 +1,124 @@
-fn main() {}
+//! `loadgen`: Faultline's load generator. Drives ingest over HTTP/1.1 keep-alive, open loop at a
+//! fixed arrival rate or closed loop at maximum throughput, then waits for the worker to catch up
+//! in Postgres, so the end-to-end rate is measured and not only the front door.
+//!
+//! # Layout
+//! - `payload`: the request bodies (templates per fingerprint, padding, batches), built up front.
+//! - `load`: one task per connection, the arrival schedule, latency histograms.
+//! - `drain`: polls the project's Postgres count until it equals what ingest accepted.
+//! - `stack`: `--stack` runs its own ingest and worker on a fresh database and queue prefix.
+//! - `sysstat`: CPU time per process family and peak RSS, read from `/proc`.
+//! - `report`: the JSON line and the human summary.
+
+mod drain;
+mod load;
+mod payload;
+mod report;
+mod stack;
+mod sysstat;
+
+use clap::Parser;
+use std::time::Duration;
+
+/// Command line of `loadgen`; every option also reads a `LOADGEN_*` variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "loadgen", about = "Load generator for Faultline ingest")]
+pub struct Args {
+    /// Base URL of ingest (ignored with --stack, which starts its own).
+    #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key with the `ingest` permission (ignored with --stack, which creates one).
+    #[arg(long, env = "LOADGEN_KEY", default_value = "test-api-key")]
+    pub key: String,
+    /// Keep-alive connections, each driven by its own task.
+    #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 32)]
+    pub connections: usize,
+    /// Offered events per second (open loop). Absent: maximum throughput (closed loop).
+    #[arg(long, env = "LOADGEN_RATE")]
+    pub rate: Option<f64>,
+    /// Seconds of load.
+    #[arg(long, env = "LOADGEN_DURATION", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Distinct message templates, hence distinct error groups.
+    #[arg(long, env = "LOADGEN_FINGERPRINTS", default_value_t = 1000)]
+    pub fingerprints: usize,
+    /// Approximate size of one event's JSON, padded with a `context` field.
+    #[arg(long, env = "LOADGEN_PAYLOAD_BYTES", default_value_t = 1024)]
+    pub payload_bytes: usize,
+    /// Share (0..1) of requests that are `POST /api/errors/batch`.
+    #[arg(long, env = "LOADGEN_BATCH_SHARE", default_value_t = 0.0)]
+    pub batch_share: f64,
+    /// Events per batch request.
+    #[arg(long, env = "LOADGEN_BATCH_SIZE", default_value_t = 100)]
+    pub batch_size: usize,
+    /// Postgres of the worker; with --project, enables the drain measurement.
+    #[arg(long, env = "LOADGEN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Name of the project the key belongs to (for the drain measurement).
+    #[arg(long, env = "LOADGEN_PROJECT")]
+    pub project: Option<String>,
+    /// Longest wait, in seconds, for Postgres to catch up before giving up.
+    #[arg(long, env = "LOADGEN_DRAIN_TIMEOUT", default_value_t = 120.0)]
+    pub drain_timeout: f64,
+    /// Seconds one request may take before it counts as a timeout (and the connection is renewed).
+    #[arg(long, env = "LOADGEN_REQUEST_TIMEOUT", default_value_t = 30.0)]
+    pub request_timeout: f64,
+    /// Start ingest and worker from --bin-dir on a fresh database and queue prefix, run, stop.
+    #[arg(long)]
+    pub stack: bool,
+    /// Where the release binaries `ingest` and `worker` are (with --stack).
+    #[arg(long, env = "LOADGEN_BIN_DIR", default_value = "target/release")]
+    pub bin_dir: String,
+    /// Maintenance database URL used to drop and create the bench database (with --stack).
+    #[arg(
+        long,
+        env = "LOADGEN_ADMIN_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_database_url: String,
+    /// Name of the database --stack drops and recreates.
+    #[arg(
+        long,
+        env = "LOADGEN_BENCH_DATABASE",
+        default_value = "faultline_bench"
+    )]
+    pub bench_database: String,
+    /// Directory for the logs of the services started by --stack.
+    #[arg(long, env = "LOADGEN_LOG_DIR", default_value = "target/bench-logs")]
+    pub log_dir: String,
+}
+
+impl Args {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.connections > 0, "--connections must be at least 1");
+        anyhow::ensure!(self.duration > 0.0, "--duration must be positive");
+        anyhow::ensure!(self.fingerprints > 0, "--fingerprints must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.batch_share),
+            "--batch-share must be within 0..1"
+        );
+        anyhow::ensure!(self.batch_size > 0, "--batch-size must be at least 1");
+        if let Some(rate) = self.rate {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.validate()?;
+    let result = if args.stack {
+        stack::run(&args).await?
+    } else {
+        report::run_against(&args, None).await?
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    eprintln!("{}", report::human(&result));
+    Ok(())
+}

@@ -133,3 +133,53 @@ impl WorkerSettings {
         })
     }
 }
+
+/// Settings of the alerter binary.
+#[derive(Debug, Clone)]
+pub struct AlerterSettings {
+    pub services: ServiceUrls,
+    /// Port of the alerter's `/health` and `/metrics`.
+    pub port: u16,
+    /// When rules are evaluated: a cron expression with seconds first (6 fields).
+    pub schedule: String,
+    /// How often the delivery loop looks for due notifications.
+    pub delivery_interval: Duration,
+    /// Attempts per notification before it is marked failed.
+    pub delivery_max_attempts: i32,
+    /// Wait before the first retry; doubles with each attempt, capped at `delivery_backoff_max`.
+    pub delivery_backoff_base: Duration,
+    pub delivery_backoff_max: Duration,
+    /// Time limit of one outbound call (HTTP request or SMTP conversation).
+    pub delivery_timeout: Duration,
+    /// How long a claimed notification stays claimed; a row whose sender died is sent again after it.
+    pub delivery_lease: Duration,
+    /// Allow webhooks and Slack URLs that resolve to loopback or private addresses. Off by default
+    /// (SSRF); `make run` turns it on so local receivers work in development.
+    pub allow_private_targets: bool,
+    /// Base URL of the dashboard/API, used for links in notifications.
+    pub public_url: String,
+    /// How often Postgres, Redis and RabbitMQ are checked and the result recorded.
+    pub health_check_interval: Duration,
+    /// How often the heartbeat row is written.
+    pub heartbeat_interval: Duration,
+}
+
+impl AlerterSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            services: ServiceUrls::from_env()?,
+            port: parse_or("ALERTER_PORT", 8082)?,
+            schedule: var_or("ALERTER_SCHEDULE", "*/30 * * * * *"),
+            delivery_interval: Duration::from_millis(parse_or("DELIVERY_INTERVAL_MS", 1000)?),
+            delivery_max_attempts: parse_or("DELIVERY_MAX_ATTEMPTS", 5)?,
+            delivery_backoff_base: Duration::from_secs(parse_or("DELIVERY_BACKOFF_SECS", 10)?),
+            delivery_backoff_max: Duration::from_secs(parse_or("DELIVERY_BACKOFF_MAX_SECS", 600)?),
+            delivery_timeout: Duration::from_secs(parse_or("DELIVERY_TIMEOUT_SECS", 10)?),
+            delivery_lease: Duration::from_secs(parse_or("DELIVERY_LEASE_SECS", 60)?),
+            allow_private_targets: parse_or("ALERTER_ALLOW_PRIVATE_TARGETS", false)?,
+            public_url: var_or("PUBLIC_URL", "http://localhost:8080"),
+            health_check_interval: Duration::from_secs(parse_or("HEALTH_CHECK_INTERVAL_SECS", 30)?),
+            heartbeat_interval: Duration::from_secs(parse_or("HEARTBEAT_INTERVAL_SECS", 5)?),
+        })
+    }
+}

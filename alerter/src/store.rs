@@ -1,0 +1,416 @@
+//! The alerter's SQL, in one place. Evaluation functions take the rule's transaction (the rule row
+//! stays locked until the firing is committed); delivery functions take the pool, because no
+//! transaction may be held across an outbound call.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A rule as the evaluator reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RuleRow {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub threshold: i64,
+    pub time_window_secs: i32,
+    pub filter_level: Option<String>,
+    pub filter_source: Option<String>,
+    pub filter_environment: Option<String>,
+    pub cooldown_secs: i32,
+    pub severity: String,
+    pub notifications: Vec<String>,
+    pub last_evaluated_at: Option<DateTime<Utc>>,
+    pub last_triggered: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Claims one enabled rule not yet evaluated for `now`, locking its row until the transaction
+/// ends. `SKIP LOCKED` lets another alerter take the next rule instead of waiting; the
+/// `last_evaluated_at < now` test (re-checked after the lock) stops it from taking this one again
+/// once it is committed. `skip` holds rules that failed in this round, so a broken rule cannot
+/// stall the rest.
+#[tracing::instrument(skip_all)]
+pub async fn claim_due_rule(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    skip: &[Uuid],
+) -> Result<Option<RuleRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, project_id, name, kind, threshold, time_window_secs, filter_level,
+                filter_source, filter_environment, cooldown_secs, severity, notifications,
+                last_evaluated_at, last_triggered, created_at
+         FROM alert_rules
+         WHERE enabled AND (last_evaluated_at IS NULL OR last_evaluated_at < $1)
+           AND id <> ALL($2)
+         ORDER BY id
+         LIMIT 1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(skip)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn mark_evaluated(
+    conn: &mut PgConnection,
+    rule_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE alert_rules SET last_evaluated_at = $2 WHERE id = $1")
+        .bind(rule_id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_triggered(
+    conn: &mut PgConnection,
+    rule_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE alert_rules SET last_triggered = $2, updated_at = now() WHERE id = $1")
+        .bind(rule_id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The error that contributed most to a firing: what the notification names and links to.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct TopError {
+    pub id: Uuid,
+    pub message: String,
+    pub level: String,
+    pub source: String,
+    pub count: i64,
+}
+
+/// Matching events in `[from, to]` from the per-minute rollups (source comes from the group).
+#[tracing::instrument(skip_all, fields(rule_id = %rule.id))]
+pub async fn threshold_count(
+    conn: &mut PgConnection,
+    rule: &RuleRow,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(i64, Option<TopError>), sqlx::Error> {
+    let top: Vec<(Uuid, String, String, String, i64, i64)> = sqlx::query_as(
+        "WITH per_group AS (
+             SELECT c.group_id, sum(c.count)::bigint AS n
+             FROM error_counts_minute c
+             JOIN error_groups g ON g.id = c.group_id
+             WHERE c.project_id = $1 AND c.minute >= $2 AND c.minute <= $3
+               AND ($4::text IS NULL OR c.level = $4)
+               AND ($5::text IS NULL OR g.source = $5)
+               AND ($6::text IS NULL OR c.environment = $6)
+             GROUP BY c.group_id
+         )
+         SELECT g.id, g.message, g.level, g.source, p.n, (SELECT sum(n)::bigint FROM per_group)
+         FROM per_group p JOIN error_groups g ON g.id = p.group_id
+         ORDER BY p.n DESC, g.id
+         LIMIT 1",
+    )
+    .bind(rule.project_id)
+    .bind(from)
+    .bind(to)
+    .bind(&rule.filter_level)
+    .bind(&rule.filter_source)
+    .bind(&rule.filter_environment)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(match top.into_iter().next() {
+        Some((id, message, level, source, count, total)) => (
+            total,
+            Some(TopError {
+                id,
+                message,
+                level,
+                source,
+                count,
+            }),
+        ),
+        None => (0, None),
+    })
+}
+
+/// Groups that appeared (new_error) or came back after resolution (regression) in `(since, to]`,
+/// and how many there were; the most frequent one is returned as the top error.
+#[tracing::instrument(skip_all, fields(rule_id = %rule.id))]
+pub async fn changed_groups(
+    conn: &mut PgConnection,
+    rule: &RuleRow,
+    regression: bool,
+    since: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(i64, Option<TopError>), sqlx::Error> {
+    let rows: Vec<(Uuid, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, message, level, source, count AS n, count(*) OVER () AS total
+         FROM error_groups
+         WHERE project_id = $1
+           AND CASE WHEN $7 THEN regressed AND regressed_at > $2 AND regressed_at <= $3
+                    ELSE created_at > $2 AND created_at <= $3 END
+           AND ($4::text IS NULL OR level = $4)
+           AND ($5::text IS NULL OR source = $5)
+           AND ($6::text IS NULL OR environment = $6)
+         ORDER BY n DESC, id
+         LIMIT 1",
+    )
+    .bind(rule.project_id)
+    .bind(since)
+    .bind(to)
+    .bind(&rule.filter_level)
+    .bind(&rule.filter_source)
+    .bind(&rule.filter_environment)
+    .bind(regression)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(match rows.into_iter().next() {
+        Some((id, message, level, source, count, total)) => (
+            total,
+            Some(TopError {
+                id,
+                message,
+                level,
+                source,
+                count,
+            }),
+        ),
+        None => (0, None),
+    })
+}
+
+/// Opens an incident for the rule, or updates its unresolved one. Returns (id, newly opened).
+#[allow(clippy::too_many_arguments)]
+pub async fn open_or_update_incident(
+    conn: &mut PgConnection,
+    rule: &RuleRow,
+    title: &str,
+    description: &str,
+    count: i64,
+    now: DateTime<Utc>,
+) -> Result<(Uuid, bool), sqlx::Error> {
+    let existing: Option<(Uuid,)> = sqlx::query_as(
+        "UPDATE incidents
+         SET trigger_count = trigger_count + 1, last_count = $2, description = $3, updated_at = $4
+         WHERE rule_id = $1 AND status <> 'resolved'
+         RETURNING id",
+    )
+    .bind(rule.id)
+    .bind(count)
+    .bind(description)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((id,)) = existing {
+        return Ok((id, false));
+    }
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO incidents (id, project_id, rule_id, title, severity, status, description,
+                                trigger_count, last_count, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'open', $6, 1, $7, $8, $8)",
+    )
+    .bind(id)
+    .bind(rule.project_id)
+    .bind(rule.id)
+    .bind(title)
+    .bind(&rule.severity)
+    .bind(description)
+    .bind(count)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok((id, true))
+}
+
+/// Queues one notification; a second insert with the same idempotency key is a no-op (`None`).
+#[allow(clippy::too_many_arguments)]
+pub async fn enqueue_notification(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    rule_id: Uuid,
+    incident_id: Uuid,
+    channel: &str,
+    idempotency_key: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO notifications (id, project_id, rule_id, incident_id, channel, idempotency_key,
+                                    payload, status, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+         ON CONFLICT ON CONSTRAINT notifications_idempotency_key_unique DO NOTHING
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(project_id)
+    .bind(rule_id)
+    .bind(incident_id)
+    .bind(channel)
+    .bind(idempotency_key)
+    .bind(payload)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// A notification claimed for sending.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub channel: String,
+    pub idempotency_key: String,
+    pub payload: Value,
+    /// This attempt's number (1 for the first).
+    pub attempts: i32,
+}
+
+/// Claims up to `limit` due notifications: pending ones whose time has come, and ones left
+/// 'sending' by a sender whose lease ran out (it died mid-delivery). The claim commits at once;
+/// the lease keeps other alerters off the row while it is sent.
+#[tracing::instrument(skip_all)]
+pub async fn claim_due_notifications(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE notifications n
+         SET status = 'sending', attempts = n.attempts + 1, locked_until = $2
+         FROM (SELECT id FROM notifications
+               WHERE (status = 'pending' AND next_attempt_at <= $1)
+                  OR (status = 'sending' AND locked_until <= $1)
+               ORDER BY next_attempt_at
+               LIMIT $3
+               FOR UPDATE SKIP LOCKED) due
+         WHERE n.id = due.id
+         RETURNING n.id, n.project_id, n.channel, n.idempotency_key, n.payload, n.attempts",
+    )
+    .bind(now)
+    .bind(lease_until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// An integration's stored settings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IntegrationRow {
+    pub config: Value,
+    pub enabled: bool,
+}
+
+pub async fn integration(
+    pool: &PgPool,
+    project_id: Uuid,
+    name: &str,
+) -> Result<Option<IntegrationRow>, sqlx::Error> {
+    sqlx::query_as("SELECT config, enabled FROM integrations WHERE project_id = $1 AND name = $2")
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// One attempt, as recorded.
+pub struct AttemptRecord<'a> {
+    pub notification_id: Uuid,
+    pub project_id: Uuid,
+    pub channel: &'a str,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: f64,
+    pub success: bool,
+    pub http_status: Option<i32>,
+    pub error: Option<&'a str>,
+}
+
+/// What becomes of the notification after an attempt.
+pub enum Next {
+    Delivered,
+    Retry { at: DateTime<Utc> },
+    Failed,
+}
+
+/// Records the attempt and moves the notification on, in one transaction. The update only applies
+/// while this sender still holds the claim (same attempt number, still 'sending'): a sender whose
+/// lease was taken over does not overwrite the newer attempt's outcome.
+pub async fn finish_attempt(
+    pool: &PgPool,
+    rec: &AttemptRecord<'_>,
+    next: Next,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO delivery_attempts (id, notification_id, attempt, channel, project_id,
+                                        started_at, duration_ms, success, http_status, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT ON CONSTRAINT delivery_attempts_once DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(rec.notification_id)
+    .bind(rec.attempt)
+    .bind(rec.channel)
+    .bind(rec.project_id)
+    .bind(rec.started_at)
+    .bind(rec.duration_ms)
+    .bind(rec.success)
+    .bind(rec.http_status)
+    .bind(rec.error)
+    .execute(&mut *tx)
+    .await?;
+    let (status, next_at): (&str, Option<DateTime<Utc>>) = match next {
+        Next::Delivered => ("delivered", None),
+        Next::Retry { at } => ("pending", Some(at)),
+        Next::Failed => ("failed", None),
+    };
+    sqlx::query(
+        "UPDATE notifications
+         SET status = $3, locked_until = NULL, last_error = $4,
+             next_attempt_at = COALESCE($5, next_attempt_at),
+             delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END
+         WHERE id = $1 AND attempts = $2 AND status = 'sending'",
+    )
+    .bind(rec.notification_id)
+    .bind(rec.attempt)
+    .bind(status)
+    .bind(rec.error)
+    .bind(next_at)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Records one health check of a backing service in `health_checks` (migration 0002), the table
+/// the uptime endpoint reads; ingest instances write their own checks there too.
+pub async fn record_check(
+    pool: &PgPool,
+    service: &str,
+    healthy: bool,
+    response_time_ms: f64,
+    error: Option<&str>,
+    instance: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO health_checks (instance, component, healthy, response_time_ms, error)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(instance)
+    .bind(service)
+    .bind(healthy)
+    .bind(response_time_ms)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The load itself. Each connection is one task owning one hyper HTTP/1.1 connection, so a slow
+//! server shows as queueing here rather than being hidden by a client pool. Requests are numbered
+//! from one shared counter; in open-loop mode request `i` is due at `start + i * interval`, and its
+//! latency is measured from that due time, so a stalled server is charged for the requests it kept
+//! waiting (no coordinated omission).
+
+use crate::payload::{Payloads, is_batch};
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode, client::conn::http1, header};
+use hyper_util::rt::TokioIo;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio::{net::TcpStream, time::Instant};
+
+/// What one run asks of the connections.
+pub struct Plan {
+    pub host: String,
+    pub port: u16,
+    pub key: String,
+    pub connections: usize,
+    /// Seconds between two requests (open loop), or `None` for closed loop.
+    pub interval: Option<f64>,
+    pub duration: Duration,
+    pub batch_share: f64,
+    /// Events in one batch body.
+    pub batch_size: u64,
+    pub request_timeout: Duration,
+    pub payloads: Payloads,
+}
+
+/// What the connections saw, merged.
+pub struct Outcome {
+    pub requests: u64,
+    pub events_sent: u64,
+    pub events_accepted: u64,
+    /// Events ingest refused inside an accepted batch (per-item rejections).
+    pub events_rejected: u64,
+    /// Requests by HTTP status, and `io_error` / `timeout` for requests without an answer.
+    pub statuses: BTreeMap<String, u64>,
+    /// Latency of every answered request, in microseconds.
+    pub latency: Histogram<u64>,
+    /// From the first due time to the last answer.
+    pub elapsed: Duration,
+    /// First few distinct error descriptions, to say why requests failed.
+    pub sample_errors: Vec<String>,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            events_sent: 0,
+            events_accepted: 0,
+            events_rejected: 0,
+            statuses: BTreeMap::new(),
+            latency: new_histogram(),
+            elapsed: Duration::ZERO,
+            sample_errors: Vec::new(),
+        }
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.requests += other.requests;
+        self.events_sent += other.events_sent;
+        self.events_accepted += other.events_accepted;
+        self.events_rejected += other.events_rejected;
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        // Both histograms have the same bounds and saturate, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        for e in other.sample_errors {
+            if self.sample_errors.len() < 5 && !self.sample_errors.contains(&e) {
+                self.sample_errors.push(e);
+            }
+        }
+    }
+
+    fn error(&mut self, kind: &str, detail: String) {
+        *self.statuses.entry(kind.to_string()).or_default() += 1;
+        if self.sample_errors.len() < 5 && !self.sample_errors.contains(&detail) {
+            self.sample_errors.push(detail);
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 10 min at 3 significant digits; values above saturate at the top.
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+}
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+async fn connect(host: &str, port: u16) -> anyhow::Result<Sender> {
+    let stream = TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request and reads the whole answer; `Ok` with the status and body.
+async fn send(
+    sender: &mut Sender,
+    plan: &Plan,
+    path: &'static str,
+    body: Bytes,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    sender.ready().await?;
+    let req = Request::post(path)
+        .header(header::HOST, plan.host.as_str())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-api-key", plan.key.as_str())
+        .body(Full::new(body))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// Events an answered batch accepted and rejected, from `data.accepted` / `data.rejected`.
+fn batch_counts(body: &[u8]) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    (
+        v["data"]["accepted"].as_u64().unwrap_or(0),
+        v["data"]["rejected"].as_u64().unwrap_or(0),
+    )
+}
+
+async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Outcome {
+    let mut out = Outcome::new();
+    let end = start + plan.duration;
+    let mut sender: Option<Sender> = None;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let due = match plan.interval {
+            Some(interval) => {
+                let due = start + Duration::from_secs_f64(i as f64 * interval);
+                if due >= end {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+                due
+            }
+            None => {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
+            }
+        };
+        let batch = is_batch(i, plan.batch_share);
+        let (path, body, events) = if batch {
+            let b = &plan.payloads.batches[i as usize % plan.payloads.batches.len()];
+            ("/api/errors/batch", b.clone(), plan.batch_size)
+        } else {
+            let b = &plan.payloads.singles[i as usize % plan.payloads.singles.len()];
+            ("/api/errors", b.clone(), 1)
+        };
+        out.requests += 1;
+        out.events_sent += events;
+        let s = match sender.take() {
+            Some(s) => Ok(s),
+            None => connect(&plan.host, plan.port).await,
+        };
+        let mut s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                out.error("io_error", format!("{e:#}"));
+                // Do not spin on a refused connection.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match tokio::time::timeout(plan.request_timeout, send(&mut s, &plan, path, body)).await {
+            Ok(Ok((status, body))) => {
+                let micros = due.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                out.latency.saturating_record(micros.max(1));
+                *out.statuses.entry(status.as_u16().to_string()).or_default() += 1;
+                if status == StatusCode::ACCEPTED {
+                    if batch {
+                        let (a, r) = batch_counts(&body);
+                        out.events_accepted += a;
+                        out.events_rejected += r;
+                    } else {
+                        out.events_accepted += 1;
+                    }
+                } else if out.sample_errors.len() < 5 {
+                    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).to_string();
+                    let detail = format!("{status}: {text}");
+                    if !out.sample_errors.contains(&detail) {
+                        out.sample_errors.push(detail);
+                    }
+                }
+                sender = Some(s);
+            }
+            Ok(Err(e)) => out.error("io_error", format!("{e:#}")),
+            Err(_) => out.error("timeout", "request timed out".to_string()),
+        }
+    }
+    out
+}
+
+/// Runs the plan; returns when every connection has had its last answer.
+pub async fn run(plan: Plan) -> Outcome {
+    let plan = Arc::new(plan);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..plan.connections)
+        .map(|_| tokio::spawn(connection(plan.clone(), next.clone(), start)))
+        .collect();
+    let mut total = Outcome::new();
+    for t in tasks {
+        match t.await {
+            Ok(o) => total.merge(o),
+            Err(e) => total.error("task_panic", e.to_string()),
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}

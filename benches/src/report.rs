@@ -1,0 +1,280 @@
+//! One run against a running ingest, and its report: a JSON line for scripts and a summary for
+//! people. Figures are printed as measured, never rounded up.
+
+use crate::{
+    Args,
+    drain::{Drain, Probe},
+    load::{self, Plan},
+    payload::Payloads,
+    sysstat::{self, CpuSnapshot, CpuUse, Memory},
+};
+use anyhow::Context;
+use serde::Serialize;
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// The services `--stack` started, as seen at the end of the run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StackInfo {
+    pub database: String,
+    pub queue_prefix: String,
+    pub ingest: Option<Memory>,
+    pub worker: Option<Memory>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub mode: &'static str,
+    pub url: String,
+    pub connections: usize,
+    /// Offered events/s (open loop); `None` for maximum throughput.
+    pub offered_events_per_sec: Option<f64>,
+    pub duration_secs: f64,
+    pub fingerprints: usize,
+    pub payload_bytes: usize,
+    /// Message templates actually sent (at most 65,536 distinct bodies are kept in memory).
+    pub templates: usize,
+    /// Mean size of one single-event body as sent, in bytes.
+    pub event_bytes: usize,
+    pub batch_share: f64,
+    pub batch_size: usize,
+    pub requests: u64,
+    pub events_sent: u64,
+    pub events_accepted: u64,
+    pub events_rejected: u64,
+    /// Requests by HTTP status (`io_error` / `timeout` when there was no answer).
+    pub statuses: BTreeMap<String, u64>,
+    pub sample_errors: Vec<String>,
+    /// From the first scheduled request to the last answer.
+    pub load_secs: f64,
+    pub accepted_events_per_sec: f64,
+    pub latency: Latency,
+    pub drain: Option<Drain>,
+    /// Accepted events over load time plus drain time: the rate Postgres actually kept up with.
+    pub end_to_end_events_per_sec: Option<f64>,
+    pub cpu_during_load: CpuUse,
+    pub cpu_during_drain: Option<CpuUse>,
+    pub machine: String,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub stack: Option<StackInfo>,
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let uri: hyper::Uri = url.parse().with_context(|| format!("bad --url {url:?}"))?;
+    anyhow::ensure!(
+        uri.scheme_str().unwrap_or("http") == "http",
+        "only http:// is supported"
+    );
+    let host = uri.host().context("--url has no host")?.to_string();
+    Ok((host, uri.port_u16().unwrap_or(80)))
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// Runs the load described by `args` against `args.url` with `args.key`, then the drain if a
+/// database and project are known.
+pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Result<RunResult> {
+    let (host, port) = host_port(&args.url)?;
+    let payloads = Payloads::build(
+        args.fingerprints,
+        args.payload_bytes,
+        args.batch_share,
+        args.batch_size,
+    );
+    let probe = match (&args.database_url, &args.project) {
+        (Some(db), Some(project)) => Some(Probe::connect(db, project).await?),
+        _ => None,
+    };
+    let (templates, event_bytes) = (payloads.templates, payloads.mean_single_bytes);
+    let mean_events = 1.0 + args.batch_share * (args.batch_size as f64 - 1.0);
+    let plan = Plan {
+        host,
+        port,
+        key: args.key.clone(),
+        connections: args.connections,
+        interval: args.rate.map(|rate| mean_events / rate),
+        duration: Duration::from_secs_f64(args.duration),
+        batch_share: args.batch_share,
+        batch_size: args.batch_size as u64,
+        request_timeout: Duration::from_secs_f64(args.request_timeout),
+        payloads,
+    };
+    let loadavg_before = sysstat::loadavg();
+    let cpu0 = CpuSnapshot::take();
+    let out = load::run(plan).await;
+    let cpu1 = CpuSnapshot::take();
+    let load_secs = out.elapsed.as_secs_f64();
+    let drain = match &probe {
+        Some(p) => Some(p.wait(out.events_accepted, args.drain_timeout()).await?),
+        None => None,
+    };
+    let cpu_during_drain = drain.as_ref().map(|d| {
+        let secs =
+            d.ms.map(|m| m as f64 / 1000.0)
+                .unwrap_or(args.drain_timeout);
+        cpu1.until(&CpuSnapshot::take(), secs)
+    });
+    let h = &out.latency;
+    let latency = Latency {
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p90_ms: ms(h.value_at_quantile(0.90)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        p999_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+        mean_ms: (h.mean() / 10.0).round() / 100.0,
+    };
+    let end_to_end = drain.as_ref().and_then(|d| {
+        d.ms.map(|m| out.events_accepted as f64 / (load_secs + m as f64 / 1000.0))
+    });
+    Ok(RunResult {
+        mode: if args.rate.is_some() {
+            "open_loop"
+        } else {
+            "max_throughput"
+        },
+        url: args.url.clone(),
+        connections: args.connections,
+        offered_events_per_sec: args.rate,
+        duration_secs: args.duration,
+        fingerprints: args.fingerprints,
+        payload_bytes: args.payload_bytes,
+        templates,
+        event_bytes,
+        batch_share: args.batch_share,
+        batch_size: args.batch_size,
+        requests: out.requests,
+        events_sent: out.events_sent,
+        events_accepted: out.events_accepted,
+        events_rejected: out.events_rejected,
+        statuses: out.statuses,
+        sample_errors: out.sample_errors,
+        load_secs: (load_secs * 1000.0).round() / 1000.0,
+        accepted_events_per_sec: (out.events_accepted as f64 / load_secs).floor(),
+        latency,
+        drain,
+        end_to_end_events_per_sec: end_to_end.map(f64::floor),
+        cpu_during_load: cpu0.until(&cpu1, load_secs),
+        cpu_during_drain,
+        machine: sysstat::machine(),
+        loadavg_before,
+        loadavg_after: sysstat::loadavg(),
+        stack,
+    })
+}
+
+/// The summary printed for people (on stderr; stdout carries the JSON line).
+pub fn human(r: &RunResult) -> String {
+    let mut s = String::new();
+    let offered = r
+        .offered_events_per_sec
+        .map(|x| format!("{x} events/s offered (open loop)"))
+        .unwrap_or_else(|| "maximum throughput (closed loop)".to_string());
+    let _ = writeln!(
+        s,
+        "loadgen: {offered}, {} connections, {} s, {} fingerprints, ~{} B events, batch share {} x {}",
+        r.connections,
+        r.duration_secs,
+        r.fingerprints,
+        r.payload_bytes,
+        r.batch_share,
+        r.batch_size
+    );
+    let _ = writeln!(
+        s,
+        "  requests {}  events sent {}  accepted {}  rejected in batches {}  statuses {:?}",
+        r.requests, r.events_sent, r.events_accepted, r.events_rejected, r.statuses
+    );
+    for e in &r.sample_errors {
+        let _ = writeln!(s, "  error sample: {e}");
+    }
+    let _ = writeln!(
+        s,
+        "  accepted {} events/s over {:.3} s",
+        r.accepted_events_per_sec, r.load_secs
+    );
+    let l = &r.latency;
+    let _ = writeln!(
+        s,
+        "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}  mean {:.3}",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
+    );
+    match &r.drain {
+        Some(d) => match d.ms {
+            Some(ms) => {
+                let _ = writeln!(
+                    s,
+                    "  drain: Postgres caught up {ms} ms after the load ({} events, {} groups); end to end {} events/s",
+                    d.processed,
+                    d.groups,
+                    r.end_to_end_events_per_sec.unwrap_or(0.0)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  drain: NOT caught up within the limit: {} of {} events in Postgres ({} groups)",
+                    d.processed, r.events_accepted, d.groups
+                );
+            }
+        },
+        None => {
+            let _ = writeln!(
+                s,
+                "  drain: not measured (needs --database-url and --project)"
+            );
+        }
+    }
+    let cpu = |c: &CpuUse| {
+        let by: Vec<String> = c
+            .cores_by_process
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        format!(
+            "machine {:.2} cores over {} s; {}",
+            c.machine_cores,
+            c.seconds,
+            by.join(", ")
+        )
+    };
+    let _ = writeln!(s, "  cpu during load: {}", cpu(&r.cpu_during_load));
+    if let Some(c) = &r.cpu_during_drain {
+        let _ = writeln!(s, "  cpu during drain: {}", cpu(c));
+    }
+    if let Some(st) = &r.stack {
+        let mem = |m: &Option<Memory>| {
+            m.map(|m| {
+                format!(
+                    "peak {:.1} MiB, now {:.1} MiB",
+                    m.peak_rss_kib as f64 / 1024.0,
+                    m.rss_kib as f64 / 1024.0
+                )
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+        };
+        let _ = writeln!(
+            s,
+            "  rss: ingest {}; worker {}",
+            mem(&st.ingest),
+            mem(&st.worker)
+        );
+    }
+    let _ = write!(
+        s,
+        "  machine: {}; load average before {} after {}",
+        r.machine, r.loadavg_before, r.loadavg_after
+    );
+    s
+}

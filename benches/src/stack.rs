@@ -1,0 +1,248 @@
+//! `--stack`: the whole pipeline for one run, owned by the bench. Drops and recreates its own
+//! database, uses its own queue and Redis prefix, starts the release `ingest` and `worker` on free
+//! ports, creates a key, runs the load and the drain, reads their peak RSS, stops them (SIGTERM,
+//! then SIGKILL after 15 s) and deletes its queues. PostgreSQL, RabbitMQ and Redis must already
+//! run (`make services`).
+
+use crate::{Args, report::StackInfo, sysstat};
+use anyhow::Context;
+use sqlx::migrate::MigrateDatabase;
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+use tokio::{
+    process::{Child, Command},
+    time::Instant,
+};
+
+const PROJECT: &str = "bench";
+const STOP_GRACE: Duration = Duration::from_secs(15);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A service started by the bench; stopped on drop if `stop` was not reached.
+struct Service {
+    name: &'static str,
+    child: Child,
+}
+
+impl Service {
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(STOP_GRACE, self.child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("loadgen: {} did not stop on SIGTERM; killing it", self.name);
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn database_url(admin: &str, name: &str) -> String {
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+/// A command for one of the binaries, with the bench's environment and logs.
+fn command(bin_dir: &Path, name: &str, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(bin_dir.join(name));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+async fn spawn(
+    bin_dir: &Path,
+    name: &'static str,
+    env: &[(&str, String)],
+    log_dir: &Path,
+) -> anyhow::Result<Service> {
+    let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
+    let child = command(bin_dir, name, env)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin_dir.join(name).display()))?;
+    Ok(Service { name, child })
+}
+
+/// Waits until `GET /health` on `port` answers 200.
+async fn wait_healthy(service: &mut Service, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = service.child.try_wait()? {
+            anyhow::bail!(
+                "{} exited during start-up ({status}); see its log",
+                service.name
+            );
+        }
+        if health_ok(port).await {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} did not become healthy within {:?}",
+            service.name,
+            START_TIMEOUT
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn health_ok(port: u16) -> bool {
+    use http_body_util::{BodyExt, Empty};
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/health")
+            .header(hyper::header::HOST, "127.0.0.1")
+            .body(Empty::<bytes::Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        let ok = resp.status().is_success();
+        let _ = resp.into_body().collect().await;
+        anyhow::Ok(ok)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Runs a binary to completion and returns its stdout, failing with its stderr.
+async fn run_once(
+    bin_dir: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<String> {
+    let out = command(bin_dir, name, env)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("running {name} {}", args.join(" ")))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{name} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
+    let bin_dir = PathBuf::from(&args.bin_dir);
+    for bin in ["ingest", "worker"] {
+        anyhow::ensure!(
+            bin_dir.join(bin).is_file(),
+            "{} not found: build it first (cargo build --release --bin ingest --bin worker)",
+            bin_dir.join(bin).display()
+        );
+    }
+    let log_dir = PathBuf::from(&args.log_dir);
+    std::fs::create_dir_all(&log_dir)?;
+    anyhow::ensure!(
+        args.bench_database
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "--bench-database must be letters, digits and underscores"
+    );
+
+    let db_url = database_url(&args.admin_database_url, &args.bench_database);
+    sqlx::Postgres::force_drop_database(&db_url)
+        .await
+        .context("dropping the bench database (is Postgres running? `make services`)")?;
+    sqlx::Postgres::create_database(&db_url).await?;
+    let prefix = format!(
+        "faultline_bench_{}",
+        faultline_shared::testkit::unique_tag()
+    );
+    let ingest_port = free_port()?;
+    let worker_port = free_port()?;
+    let env = vec![
+        ("DATABASE_URL", db_url.clone()),
+        ("QUEUE_PREFIX", prefix.clone()),
+        ("REDIS_PREFIX", prefix.clone()),
+        ("PORT", ingest_port.to_string()),
+        ("WORKER_PORT", worker_port.to_string()),
+        (
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+        ),
+    ];
+    run_once(&bin_dir, "ingest", &["migrate"], &env).await?;
+    let out = run_once(
+        &bin_dir,
+        "ingest",
+        &[
+            "create-key",
+            "--name",
+            "bench",
+            "--permissions",
+            "ingest,read,write,admin",
+            "--project",
+            PROJECT,
+        ],
+        &env,
+    )
+    .await?;
+    let key = out
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .context("create-key printed no key")?
+        .to_string();
+
+    let mut worker = spawn(&bin_dir, "worker", &env, &log_dir).await?;
+    wait_healthy(&mut worker, worker_port).await?;
+    let mut ingest = spawn(&bin_dir, "ingest", &env, &log_dir).await?;
+    wait_healthy(&mut ingest, ingest_port).await?;
+    eprintln!(
+        "loadgen: stack up: ingest :{ingest_port} (pid {:?}), worker :{worker_port} (pid {:?}), database {}, queue prefix {prefix}, logs in {}",
+        ingest.pid(),
+        worker.pid(),
+        args.bench_database,
+        log_dir.display()
+    );
+
+    let mut run_args = args.clone();
+    run_args.url = format!("http://127.0.0.1:{ingest_port}");
+    run_args.key = key;
+    run_args.database_url = Some(db_url);
+    run_args.project = Some(PROJECT.to_string());
+    let result = crate::report::run_against(&run_args, None).await;
+
+    let info = StackInfo {
+        database: args.bench_database.clone(),
+        queue_prefix: prefix.clone(),
+        ingest: ingest.pid().and_then(sysstat::memory),
+        worker: worker.pid().and_then(sysstat::memory),
+    };
+    ingest.stop().await;
+    worker.stop().await;
+    faultline_shared::testkit::delete_topology(&prefix).await;
+    let mut result = result?;
+    result.stack = Some(info);
+    Ok(result)
+}
