@@ -6,7 +6,7 @@ CARGO ?= cargo
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test build fmt lint services
+.PHONY: help run test build fmt lint services bench
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -29,3 +29,6 @@ lint: ## check formatting and run clippy with warnings as errors
 
 services: ## install (if missing) and start PostgreSQL, RabbitMQ and Redis
 	@bash scripts/services.sh
+
+bench: ## run the load benchmark on its own stack (make bench ARGS="--rate 10000 --duration 30"; see benches/README.md)
+	@bash benches/run.sh $(ARGS)

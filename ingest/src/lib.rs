@@ -8,18 +8,26 @@
 //! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
 //! - [`error`]: `ApiError`, the one error body.
 //! - [`cli`]: `ingest migrate` and `ingest create-key`.
+//! - [`queries`]: ingest's SQL (the dashboard reads in `queries::reads`).
+//! - [`cache`]: the Redis read cache (per-project generations, ETag/304).
+//! - [`checks`]: timed probes of dependencies and the health-check recorder behind uptime.
+//! - [`request_stats`]: this process's per-minute request figures (performance, metrics).
 
 pub mod auth;
+pub mod cache;
+pub mod checks;
 pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod publisher;
+pub mod queries;
 pub mod redis_handle;
+pub mod request_stats;
 pub mod routes;
 pub mod validate;
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     http::HeaderValue,
     middleware::Next,
     response::Response,
@@ -39,6 +47,15 @@ pub struct AppState {
     pub keys: auth::KeyCache,
     pub redis: redis_handle::RedisHandle,
     pub metrics: PrometheusHandle,
+    /// The Redis read cache of the dashboard API.
+    pub cache: cache::ReadCache,
+    /// This process's request figures, for the performance and metrics endpoints.
+    pub requests: request_stats::RequestStats,
+    /// When this process started, and its name in health checks.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub instance: String,
+    /// The port actually bound (PORT may be 0).
+    pub local_port: u16,
 }
 
 /// A bound, not yet serving, ingest. Binding first lets tests use port 0 and learn the port.
@@ -46,6 +63,8 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pub state: AppState,
+    /// Stops the background tasks (the health-check recorder) when serving ends.
+    background_stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -64,23 +83,38 @@ impl Application {
             max_events: settings.publish_max_events,
             confirm_timeout: settings.publish_timeout,
         });
+        let listener = TcpListener::bind(("0.0.0.0", settings.port))
+            .await
+            .with_context(|| format!("binding port {}", settings.port))?;
+        let redis = redis_handle::RedisHandle::new(&settings.services.redis_url);
         let state = AppState {
             keys: auth::KeyCache::new(pool.clone(), settings.key_cache_ttl),
-            redis: redis_handle::RedisHandle::new(&settings.services.redis_url),
+            cache: cache::ReadCache::new(redis.clone(), &settings.services.redis_prefix),
+            redis,
             metrics: telemetry::metrics_handle(),
             settings: Arc::new(settings.clone()),
             pool,
             publisher,
+            requests: request_stats::RequestStats::new(),
+            started_at: chrono::Utc::now(),
+            instance: db::instance_name(),
+            local_port: listener.local_addr().map(|a| a.port()).unwrap_or(0),
         };
-        let listener = TcpListener::bind(("0.0.0.0", settings.port))
-            .await
-            .with_context(|| format!("binding port {}", settings.port))?;
-        let router = routes::router(state.clone())
-            .layer(axum::middleware::from_fn(track_request));
+        let router = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            track_request,
+        ));
+        let (background_stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(checks::record_loop(
+            state.clone(),
+            settings.health_check_interval,
+            stop_rx,
+        ));
         Ok(Self {
             listener,
             router,
             state,
+            background_stop,
         })
     }
 
@@ -98,14 +132,16 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await?;
+        let _ = self.background_stop.send(true);
         Ok(())
     }
 }
 
 /// Gives each request an id (the client's `X-Request-Id` when sane, else a new UUID v7), makes it
 /// available to error bodies, echoes it in the response, and records request metrics by route.
-async fn track_request(req: Request, next: Next) -> Response {
+async fn track_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = state.requests.started();
     let id = req
         .headers()
         .get("x-request-id")
@@ -123,6 +159,9 @@ async fn track_request(req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    state
+        .requests
+        .record(started.elapsed(), response.status().is_server_error());
     let status = response.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);

@@ -44,6 +44,9 @@ pub struct ServiceUrls {
     pub redis_url: String,
     /// Prefix of every exchange and queue name, so several installations (or tests) share a broker.
     pub queue_prefix: String,
+    /// Prefix of every Redis key (cache entries, generations), so several installations (or
+    /// tests) share a Redis.
+    pub redis_prefix: String,
     pub db_max_connections: u32,
 }
 
@@ -57,6 +60,7 @@ impl ServiceUrls {
             amqp_url: var_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             redis_url: var_or("REDIS_URL", "redis://127.0.0.1:6379"),
             queue_prefix: var_or("QUEUE_PREFIX", "faultline"),
+            redis_prefix: var_or("REDIS_PREFIX", "faultline"),
             db_max_connections: parse_or("DB_MAX_CONNECTIONS", 10)?,
         })
     }
@@ -81,6 +85,9 @@ pub struct IngestSettings {
     pub publish_max_in_flight: usize,
     /// Most events put in one broker message by the group-commit publisher.
     pub publish_max_events: usize,
+    /// How often ingest records a health check of its dependencies (uptime and availability are
+    /// computed from these records).
+    pub health_check_interval: Duration,
 }
 
 impl IngestSettings {
@@ -95,6 +102,7 @@ impl IngestSettings {
             publish_timeout: Duration::from_millis(parse_or("PUBLISH_TIMEOUT_MS", 5000)?),
             publish_max_in_flight: parse_or("PUBLISH_MAX_IN_FLIGHT", 16)?,
             publish_max_events: parse_or("PUBLISH_MAX_EVENTS", 500)?,
+            health_check_interval: Duration::from_secs(parse_or("HEALTH_CHECK_INTERVAL_SECS", 30)?),
         })
     }
 }

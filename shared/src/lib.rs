@@ -10,6 +10,7 @@
 //! ```
 //!
 //! # Layout
+//! - [`cache`]: Redis key names of the read cache (entries, per-project generations).
 //! - [`config`]: the typed settings tree read from the environment.
 //! - [`domain`]: types that cross a boundary and parse on the way in (`Level`, `ApiKey`,
 //!   `Permission`, `ErrorEvent`, the wire contract on the queue).
@@ -19,6 +20,7 @@
 //! - [`telemetry`]: tracing and Prometheus set-up, `/health` building blocks.
 //! - [`testkit`]: throwaway databases and queue names for the integration tests of every crate.
 
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;

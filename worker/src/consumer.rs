@@ -29,10 +29,12 @@ use std::{
 };
 use tokio::sync::watch;
 
-/// Shared with `/health`: whether the consumer is attached to the broker.
+/// Shared with `/health`: whether the consumer is attached to the broker; and with the cache
+/// invalidation and heartbeat loops: what was committed.
 #[derive(Clone, Default)]
 pub struct ConsumerState {
     pub connected: Arc<AtomicBool>,
+    pub progress: crate::invalidate::Progress,
 }
 
 /// One delivery decoded: its tag and the events it carried. Elements that did not decode are
@@ -128,6 +130,7 @@ pub async fn run(
         let result = consume(
             &settings,
             &pool,
+            &state.progress,
             &topology,
             &channel,
             &dead,
@@ -147,9 +150,11 @@ pub async fn run(
     tracing::info!("Consumer finished.");
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn consume(
     settings: &WorkerSettings,
     pool: &PgPool,
+    progress: &crate::invalidate::Progress,
     topology: &Topology,
     channel: &Channel,
     dead: &Channel,
@@ -220,6 +225,11 @@ async fn consume(
             match process_batch(pool, &events).await {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "Batch committed.");
+                    progress.committed(
+                        events.iter().map(|e| e.project_id),
+                        outcome.inserted,
+                        events.iter().map(|e| e.received_at).min(),
+                    );
                     break;
                 }
                 Err(e) => {

@@ -7,9 +7,11 @@
 //! - [`consumer`]: the broker loop (batching, dead-lettering, ack after commit, retry).
 //! - [`retention`]: deletes expired events in bounded batches.
 //! - [`http`]: `/health` and `/metrics`.
+//! - [`invalidate`]: bumps ingest's read-cache generations after commits; the heartbeat.
 
 pub mod consumer;
 pub mod http;
+pub mod invalidate;
 pub mod process;
 pub mod retention;
 pub mod store;
@@ -57,7 +59,22 @@ pub async fn run(
         settings.clone(),
         stop_rx.clone(),
     ));
+    let bumps = tokio::spawn(invalidate::bump_loop(
+        settings.services.redis_url.clone(),
+        settings.services.redis_prefix.clone(),
+        consumer_state.progress.clone(),
+        stop_rx.clone(),
+    ));
+    let heartbeat = tokio::spawn(invalidate::heartbeat_loop(
+        pool.clone(),
+        consumer_state.connected.clone(),
+        consumer_state.progress.clone(),
+        stop_rx.clone(),
+    ));
     consumer::run(settings, pool.clone(), consumer_state, stop_rx).await;
+    // The consumer has committed its last batch: let the final bump and heartbeat finish.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), bumps).await;
+    heartbeat.abort();
     pool.close().await;
     Ok(())
 }

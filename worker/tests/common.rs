@@ -45,6 +45,7 @@ pub fn settings(db_url: &str, prefix: &str) -> WorkerSettings {
             amqp_url: testkit::amqp_url(),
             redis_url: testkit::redis_url(),
             queue_prefix: prefix.to_string(),
+            redis_prefix: prefix.to_string(),
             db_max_connections: 5,
         },
         port: 0,

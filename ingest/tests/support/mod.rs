@@ -36,6 +36,7 @@ pub fn services(db_url: &str, prefix: &str) -> ServiceUrls {
         amqp_url: testkit::amqp_url(),
         redis_url: testkit::redis_url(),
         queue_prefix: prefix.to_string(),
+        redis_prefix: prefix.to_string(),
         db_max_connections: 10,
     }
 }
@@ -75,9 +76,12 @@ impl TestApp {
             publish_timeout: Duration::from_secs(5),
             publish_max_in_flight: 16,
             publish_max_events: 500,
+            health_check_interval: Duration::from_secs(1),
         };
         tweak(&mut settings);
-        let app = ingest::Application::build(settings.clone()).await.expect("ingest builds");
+        let app = ingest::Application::build(settings.clone())
+            .await
+            .expect("ingest builds");
         let addr = format!("http://127.0.0.1:{}", app.port());
         let publisher = app.state.publisher.clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -149,8 +153,17 @@ impl TestApp {
         key.expose().to_string()
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, key: Option<&str>, body: impl Into<reqwest::Body>) -> Response {
-        let mut req = self.client.post(format!("{}{}", self.addr, path)).body(body);
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        key: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .post(format!("{}{}", self.addr, path))
+            .body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -161,13 +174,23 @@ impl TestApp {
     }
 
     pub async fn post_event(&self, event: &Value) -> Response {
-        self.post_raw("/api/errors", Some("application/json"), Some(&self.key), event.to_string())
-            .await
+        self.post_raw(
+            "/api/errors",
+            Some("application/json"),
+            Some(&self.key),
+            event.to_string(),
+        )
+        .await
     }
 
     pub async fn post_batch(&self, events: &Value) -> Response {
-        self.post_raw("/api/errors/batch", Some("application/json"), Some(&self.key), events.to_string())
-            .await
+        self.post_raw(
+            "/api/errors/batch",
+            Some("application/json"),
+            Some(&self.key),
+            events.to_string(),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -181,11 +204,15 @@ impl TestApp {
 
     /// Messages waiting in this test's queue.
     pub async fn queue_depth(&self) -> u32 {
-        let conn = faultline_shared::queue::connect(&testkit::amqp_url(), "test-probe").await.expect("amqp");
+        let conn = faultline_shared::queue::connect(&testkit::amqp_url(), "test-probe")
+            .await
+            .expect("amqp");
         let ch = conn.create_channel().await.expect("channel");
         let t = faultline_shared::queue::Topology::new(&self.prefix);
         t.declare(&ch).await.expect("declare");
-        let (n, _) = faultline_shared::queue::queue_depth(&ch, &t.queue).await.expect("depth");
+        let (n, _) = faultline_shared::queue::queue_depth(&ch, &t.queue)
+            .await
+            .expect("depth");
         let _ = conn.close(200, "".into()).await;
         n
     }
@@ -207,7 +234,10 @@ impl TestApp {
             if n == expected {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "counted {n}, expected {expected}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "counted {n}, expected {expected}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

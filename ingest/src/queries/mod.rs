@@ -1,0 +1,3 @@
+//! Ingest's SQL, one submodule per area, each function taking a pool and the caller's project.
+
+pub mod reads;

@@ -1,0 +1,52 @@
+-- The dashboard read API: indexes behind its filters and sorts, the history of resolutions (so
+-- statistics and trends can use resolution times), and the recorded health checks behind uptime
+-- and availability.
+
+-- Each filter of GET /api/errors narrows one project and then sorts; these keep every single
+-- filter an index range scan in the default order (last_seen DESC) and the other sort keys cheap.
+CREATE INDEX error_groups_project_level_last_seen_idx
+    ON error_groups (project_id, level, last_seen DESC);
+CREATE INDEX error_groups_project_source_last_seen_idx
+    ON error_groups (project_id, source, last_seen DESC);
+CREATE INDEX error_groups_project_environment_last_seen_idx
+    ON error_groups (project_id, environment, last_seen DESC);
+CREATE INDEX error_groups_project_resolved_last_seen_idx
+    ON error_groups (project_id, resolved, last_seen DESC);
+CREATE INDEX error_groups_project_first_seen_idx ON error_groups (project_id, first_seen DESC);
+CREATE INDEX error_groups_project_count_idx ON error_groups (project_id, count DESC);
+CREATE INDEX error_groups_project_resolved_at_idx
+    ON error_groups (project_id, resolved_at) WHERE resolved;
+
+-- One row per resolution of a group: opened_at is when the group was (re)opened (its first_seen,
+-- or the regression that reopened it), resolved_at when someone resolved it. Stats average
+-- resolved_at - opened_at; trends count resolutions per bucket. Deleting a group deletes these.
+CREATE TABLE error_resolutions (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    project_id   uuid NOT NULL,
+    group_id     uuid NOT NULL,
+    opened_at    timestamptz NOT NULL,
+    resolved_at  timestamptz NOT NULL,
+    CONSTRAINT error_resolutions_group_fk FOREIGN KEY (group_id)
+        REFERENCES error_groups (id) ON DELETE CASCADE
+);
+CREATE INDEX error_resolutions_project_resolved_idx ON error_resolutions (project_id, resolved_at);
+CREATE INDEX error_resolutions_group_idx ON error_resolutions (group_id);
+
+-- Health checks recorded by every ingest instance every HEALTH_CHECK_INTERVAL_SECS: one row per
+-- (check, component). "api" is the overall verdict (ingest can take events and serve reads).
+CREATE TABLE health_checks (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    checked_at        timestamptz NOT NULL DEFAULT now(),
+    instance          text NOT NULL,
+    component         text NOT NULL,
+    healthy           boolean NOT NULL,
+    response_time_ms  double precision NOT NULL,
+    error             text,
+    CONSTRAINT health_checks_component_known
+        CHECK (component IN ('api', 'postgres', 'redis', 'rabbitmq', 'worker', 'alerter'))
+);
+CREATE INDEX health_checks_component_checked_idx ON health_checks (component, checked_at);
+
+-- When someone reopened the group by hand: with first_seen and regressed_at, the start of the open
+-- period that the next resolution closes.
+ALTER TABLE error_groups ADD COLUMN reopened_at timestamptz;
