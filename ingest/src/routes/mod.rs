@@ -41,5 +41,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics));
 
-    Router::new().merge(sdk).merge(dashboard).merge(ops).with_state(state)
+    Router::new()
+        .merge(sdk)
+        .merge(dashboard)
+        .merge(ops)
+        .with_state(state)
 }
