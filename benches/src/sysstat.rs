@@ -5,7 +5,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Process names reported on their own; everything else is summed as `other`.
+/// Process names reported on their own; `other` is the machine's busy time minus theirs.
 const FAMILIES: &[&str] = &[
     "ingest",
     "worker",
@@ -84,12 +84,9 @@ impl CpuSnapshot {
             else {
                 continue;
             };
-            let family = if FAMILIES.contains(&comm.as_str()) {
-                comm
-            } else {
-                "other".to_string()
-            };
-            *snap.families.entry(family).or_default() += ticks;
+            if FAMILIES.contains(&comm.as_str()) {
+                *snap.families.entry(comm).or_default() += ticks;
+            }
         }
         snap
     }
@@ -104,14 +101,21 @@ impl CpuSnapshot {
             }
         };
         let mut by = BTreeMap::new();
-        for (name, &after) in &later.families {
-            let before = self.families.get(name).copied().unwrap_or(0);
-            // Processes that started in between count from zero; ones that ended are missing,
-            // which is why `machine_cores` is the honest total.
-            by.insert(name.clone(), cores(after.saturating_sub(before)));
+        for name in FAMILIES {
+            let before = self.families.get(*name).copied().unwrap_or(0);
+            let after = later.families.get(*name).copied().unwrap_or(0);
+            // A process that started in between counts from zero.
+            by.insert(name.to_string(), cores(after.saturating_sub(before)));
         }
         // /proc/stat counts ticks of all CPUs; divide by the wall time only.
         let machine = cores(later.busy.saturating_sub(self.busy));
+        // Everything else, including processes that came and went in between (compilers), which
+        // per-process deltas would miss.
+        let named: f64 = by.values().sum();
+        by.insert(
+            "other".to_string(),
+            ((machine - named).max(0.0) * 100.0).round() / 100.0,
+        );
         CpuUse {
             seconds: (seconds * 100.0).round() / 100.0,
             machine_cores: machine,
