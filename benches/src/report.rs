@@ -29,6 +29,18 @@ pub struct StackInfo {
     pub queue_prefix: String,
     pub ingest: Option<Memory>,
     pub worker: Option<Memory>,
+    /// Where the time went, from the services' `/metrics` at the end of the run.
+    pub ingest_metrics: BTreeMap<String, f64>,
+    pub worker_metrics: BTreeMap<String, f64>,
+}
+
+impl StackInfo {
+    /// `name_sum / name_count` of one of the scraped histograms.
+    fn mean(metrics: &BTreeMap<String, f64>, name: &str) -> Option<f64> {
+        let sum = metrics.get(&format!("{name}_sum"))?;
+        let count = metrics.get(&format!("{name}_count"))?;
+        (*count > 0.0).then(|| sum / count)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -269,6 +281,22 @@ pub fn human(r: &RunResult) -> String {
             "  rss: ingest {}; worker {}",
             mem(&st.ingest),
             mem(&st.worker)
+        );
+        let w = &st.worker_metrics;
+        let i = &st.ingest_metrics;
+        let _ = writeln!(
+            s,
+            "  worker: {} transactions, mean {:.1} events and {:.2} ms each; ingest: {} broker messages, mean {:.1} events and {:.2} ms to confirm each",
+            w.get("worker_transaction_seconds_count")
+                .copied()
+                .unwrap_or(0.0),
+            StackInfo::mean(w, "worker_batch_events").unwrap_or(0.0),
+            StackInfo::mean(w, "worker_transaction_seconds").unwrap_or(0.0) * 1000.0,
+            i.get("ingest_publish_batch_events_count")
+                .copied()
+                .unwrap_or(0.0),
+            StackInfo::mean(i, "ingest_publish_batch_events").unwrap_or(0.0),
+            StackInfo::mean(i, "ingest_publish_confirm_seconds").unwrap_or(0.0) * 1000.0,
         );
     }
     let _ = write!(

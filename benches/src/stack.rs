@@ -8,6 +8,7 @@ use crate::{Args, report::StackInfo, sysstat};
 use anyhow::Context;
 use sqlx::migrate::MigrateDatabase;
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -129,6 +130,55 @@ async fn health_ok(port: u16) -> bool {
     )
 }
 
+/// Series of `/metrics` that say where the time went (means come from `_sum` / `_count`).
+const METRICS: &[&str] = &[
+    "worker_transaction_seconds_sum",
+    "worker_transaction_seconds_count",
+    "worker_batch_events_sum",
+    "worker_batch_events_count",
+    "worker_events_processed_total",
+    "worker_duplicates_skipped_total",
+    "worker_batch_failures_total",
+    "ingest_publish_batch_events_sum",
+    "ingest_publish_batch_events_count",
+    "ingest_publish_confirm_seconds_sum",
+    "ingest_publish_confirm_seconds_count",
+];
+
+/// The `METRICS` series a service's `/metrics` exposes, summed over their labels.
+async fn scrape(port: u16) -> BTreeMap<String, f64> {
+    use http_body_util::{BodyExt, Empty};
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/metrics")
+            .header(hyper::header::HOST, "127.0.0.1")
+            .body(Empty::<bytes::Bytes>::new())?;
+        let body = sender
+            .send_request(req)
+            .await?
+            .into_body()
+            .collect()
+            .await?;
+        anyhow::Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+    };
+    let mut out = BTreeMap::new();
+    let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(5), attempt).await else {
+        return out;
+    };
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or("");
+        if METRICS.contains(&name)
+            && let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
+        {
+            *out.entry(name.to_string()).or_default() += value;
+        }
+    }
+    out
+}
+
 /// Runs a binary to completion and returns its stdout, failing with its stderr.
 async fn run_once(
     bin_dir: &Path,
@@ -238,6 +288,8 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
         queue_prefix: prefix.clone(),
         ingest: ingest.pid().and_then(sysstat::memory),
         worker: worker.pid().and_then(sysstat::memory),
+        ingest_metrics: scrape(ingest_port).await,
+        worker_metrics: scrape(worker_port).await,
     };
     ingest.stop().await;
     worker.stop().await;
