@@ -34,6 +34,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("this API key lacks the '{required}' permission")]
     PermissionDenied { required: &'static str },
+    /// A valid key used for another project (the Sentry endpoints name the project in the path).
+    #[error("this API key does not belong to the project in the URL")]
+    WrongProject,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("the event queue is unavailable; retry later")]
@@ -58,7 +61,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            ApiError::PermissionDenied { .. } | ApiError::WrongProject => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::QueueUnavailable { .. } | ApiError::ServiceUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::PermissionDenied { .. } => "permission_denied",
+            ApiError::WrongProject => "project_mismatch",
             ApiError::NotFound(_) => "not_found",
             ApiError::QueueUnavailable { .. } => "queue_unavailable",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
@@ -121,10 +125,9 @@ impl IntoResponse for ApiError {
         if let ApiError::QueueUnavailable { retry_after_secs }
         | ApiError::ServiceUnavailable { retry_after_secs } = self
         {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }

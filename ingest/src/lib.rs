@@ -8,6 +8,7 @@
 //! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
 //! - [`error`]: `ApiError`, the one error body.
 //! - [`cli`]: `ingest migrate` and `ingest create-key`.
+//! - [`sentry`]: the Sentry protocol (DSNs, envelopes, event mapping), served by `routes::sentry`.
 //! - [`queries`]: ingest's SQL (the dashboard reads in `queries::reads`).
 //! - [`cache`]: the Redis read cache (per-project generations, ETag/304).
 //! - [`checks`]: timed probes of dependencies and the health-check recorder behind uptime.
@@ -24,6 +25,7 @@ pub mod queries;
 pub mod redis_handle;
 pub mod request_stats;
 pub mod routes;
+pub mod sentry;
 pub mod validate;
 
 use axum::{
@@ -123,7 +125,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "ingest listening");
         axum::serve(
             self.listener,

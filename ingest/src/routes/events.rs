@@ -21,12 +21,12 @@ use std::net::SocketAddr;
 use uuid::Uuid;
 
 /// What ingest knows about the request itself, stamped on every event it carries.
-struct Origin {
-    ip: Option<String>,
-    user_agent: Option<String>,
+pub(super) struct Origin {
+    pub(super) ip: Option<String>,
+    pub(super) user_agent: Option<String>,
 }
 
-fn origin(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Origin {
+pub(super) fn origin(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Origin {
     let forwarded = state
         .settings
         .trust_proxy

@@ -6,6 +6,7 @@ mod events;
 mod health;
 mod monitoring;
 mod params;
+mod sentry;
 
 use crate::AppState;
 use axum::{
@@ -18,6 +19,14 @@ pub fn router(state: AppState) -> Router {
     let sdk = Router::new()
         .route("/api/errors", post(events::create_error))
         .route("/api/errors/batch", post(events::create_errors_batch));
+
+    // Sentry SDKs (any Sentry SDK with a Faultline DSN): envelopes and legacy store requests.
+    let sentry_sdk = Router::new()
+        .route("/api/{project_id}/envelope/", post(sentry::envelope))
+        .route("/api/{project_id}/envelope", post(sentry::envelope))
+        .route("/api/{project_id}/store/", post(sentry::store))
+        .route("/api/{project_id}/store", post(sentry::store))
+        .layer(axum::middleware::from_fn(sentry::sentry_headers));
 
     // Dashboard API: errors, analytics and monitoring (reads cached in Redis).
     let dashboard = Router::new()
@@ -43,6 +52,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(sdk)
+        .merge(sentry_sdk)
         .merge(dashboard)
         .merge(ops)
         .with_state(state)

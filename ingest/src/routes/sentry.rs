@@ -1,0 +1,265 @@
+//! The Sentry SDKs' endpoints: `POST /api/{project}/envelope/` and the legacy
+//! `POST /api/{project}/store/`. Events are mapped to our model ([`crate::sentry::event`]) and
+//! published like native ones, so the answer (`200 {"id": ...}`, as Sentry answers) is given only
+//! after the broker confirmed; with the broker down the answer is 503 with `Retry-After`.
+
+use super::events::{Origin, origin};
+use crate::{
+    AppState,
+    error::ApiError,
+    sentry::{
+        auth::{key_from_auth_header, key_from_dsn, key_from_query, parse_project},
+        body::{Encoding, decode_blocking},
+        envelope,
+        event::{Received, map_event},
+    },
+};
+use axum::{
+    Json,
+    body::Body,
+    extract::{ConnectInfo, Path, RawQuery, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use chrono::Utc;
+use faultline_shared::domain::{ApiKey, Permission};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use uuid::Uuid;
+
+/// What the request says about itself before its body is read: project, key, origin.
+struct Preamble {
+    project: Uuid,
+    key: Option<String>,
+    origin: Origin,
+}
+
+fn preamble(
+    state: &AppState,
+    project: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Preamble, ApiError> {
+    let project = parse_project(project).ok_or(ApiError::NotFound("project"))?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let key = header("x-sentry-auth")
+        .and_then(key_from_auth_header)
+        .or_else(|| {
+            header("authorization")
+                .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("sentry "))
+                .and_then(key_from_auth_header)
+        })
+        .or_else(|| query.and_then(key_from_query))
+        .or_else(|| header("x-api-key").map(str::to_string));
+    Ok(Preamble {
+        project,
+        key,
+        origin: origin(state, headers, Some(peer)),
+    })
+}
+
+/// Checks the key: known, active, allowed to ingest, and of the project in the path.
+async fn authenticate(state: &AppState, raw: Option<&str>, project: Uuid) -> Result<(), ApiError> {
+    let raw = raw.ok_or(ApiError::Unauthorized(
+        "missing Sentry key (X-Sentry-Auth header, sentry_key parameter or envelope dsn)",
+    ))?;
+    let key = ApiKey::parse(raw).ok_or(ApiError::Unauthorized("invalid API key"))?;
+    let record = state
+        .keys
+        .lookup(key.hash())
+        .await?
+        .filter(|r| r.is_active(Utc::now()))
+        .ok_or(ApiError::Unauthorized("invalid API key"))?;
+    if !record.permissions.allows(Permission::Ingest) {
+        return Err(ApiError::PermissionDenied {
+            required: Permission::Ingest.as_str(),
+        });
+    }
+    if record.project_id != project {
+        return Err(ApiError::WrongProject);
+    }
+    Ok(())
+}
+
+/// The body, decoded, within `max_body_bytes` both before and after decoding.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.settings.max_body_bytes;
+    let encoding = Encoding::from_header(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    decode_blocking(encoding, raw, limit).await
+}
+
+fn received(project: Uuid, origin: &Origin, event_id: Option<Uuid>) -> Received {
+    Received {
+        project_id: project,
+        received_at: Utc::now(),
+        ip: origin.ip.clone(),
+        user_agent: origin.user_agent.clone(),
+        event_id,
+    }
+}
+
+fn invalid(message: String) -> ApiError {
+    metrics::counter!("ingest_events_rejected_total", "reason" => "validation").increment(1);
+    ApiError::validation(message.clone(), json!({ "body": message }))
+}
+
+/// Publishes the events and waits for the broker's confirm.
+async fn publish(state: &AppState, payloads: Vec<Vec<u8>>) -> Result<(), ApiError> {
+    let count = payloads.len();
+    if count == 0 {
+        return Ok(());
+    }
+    state.publisher.publish(payloads).await.map_err(|e| {
+        metrics::counter!("ingest_events_rejected_total", "reason" => "queue_unavailable")
+            .increment(count as u64);
+        tracing::debug!(error = %e, events = count, "Sentry events not accepted: broker unavailable.");
+        ApiError::QueueUnavailable {
+            retry_after_secs: 5,
+        }
+    })?;
+    metrics::counter!("ingest_events_accepted_total").increment(count as u64);
+    Ok(())
+}
+
+fn serialise(event: &faultline_shared::domain::ErrorEvent) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// A low-cardinality label for an item type.
+fn item_label(kind: &str) -> &'static str {
+    match kind {
+        "event" => "event",
+        "transaction" => "transaction",
+        "session" | "sessions" => "session",
+        "attachment" => "attachment",
+        "client_report" => "client_report",
+        _ => "other",
+    }
+}
+
+/// `POST /api/{project}/envelope/`: `event` items become events; every other item type
+/// (transactions, sessions, client reports, attachments, unknown ones) is accepted and dropped.
+pub async fn envelope(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req = preamble(&state, &project, query.as_deref(), &headers, peer)?;
+    // A key in the headers is checked before the body is read and decoded.
+    if req.key.is_some() {
+        authenticate(&state, req.key.as_deref(), req.project).await?;
+    }
+    let body = read_body(&state, &headers, body).await?;
+    let envelope = envelope::parse(&body).map_err(|e| invalid(e.to_string()))?;
+    if req.key.is_none() {
+        let from_dsn = envelope
+            .header
+            .get("dsn")
+            .and_then(Value::as_str)
+            .and_then(key_from_dsn)
+            .map(|(key, _)| key);
+        authenticate(&state, from_dsn.as_deref(), req.project).await?;
+    }
+    let header_id = envelope
+        .header
+        .get("event_id")
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok());
+    let mut ids = Vec::new();
+    let mut payloads = Vec::new();
+    for (index, item) in envelope.items.iter().enumerate() {
+        metrics::counter!("ingest_sentry_items_total", "type" => item_label(&item.kind))
+            .increment(1);
+        if item.kind != "event" {
+            continue;
+        }
+        let value: Value = serde_json::from_slice(item.payload)
+            .map_err(|e| invalid(format!("item {} is not a JSON event: {e}", index + 1)))?;
+        let event = map_event(&value, &received(req.project, &req.origin, header_id))
+            .map_err(|e| invalid(format!("item {}: {e}", index + 1)))?;
+        ids.push(event.event_id);
+        payloads.push(serialise(&event)?);
+    }
+    publish(&state, payloads).await?;
+    let id = ids.first().copied().or(header_id);
+    Ok(answer(id))
+}
+
+/// `POST /api/{project}/store/`: one JSON event, as SDKs from before envelopes send it.
+pub async fn store(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req = preamble(&state, &project, query.as_deref(), &headers, peer)?;
+    authenticate(&state, req.key.as_deref(), req.project).await?;
+    let body = read_body(&state, &headers, body).await?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let event = map_event(&value, &received(req.project, &req.origin, None)).map_err(invalid)?;
+    let id = event.event_id;
+    publish(&state, vec![serialise(&event)?]).await?;
+    Ok(answer(Some(id)))
+}
+
+/// Sentry's answer: the event id without dashes.
+fn answer(id: Option<Uuid>) -> Response {
+    let body = match id {
+        Some(id) => json!({ "id": id.simple().to_string() }),
+        None => json!({}),
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Gives every 429 of the Sentry routes an `X-Sentry-Rate-Limits` header (all categories, scoped
+/// to the key, for as long as `Retry-After` says), which the SDKs honour by holding back events
+/// instead of retrying into the limit; and lets browser SDKs read the answer (CORS).
+pub async fn sentry_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        let secs = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(60);
+        let h = response.headers_mut();
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        if let Ok(v) = HeaderValue::from_str(&format!("{secs}::key")) {
+            h.insert("x-sentry-rate-limits", v);
+        }
+    }
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("x-sentry-rate-limits, retry-after"),
+    );
+    response
+}

@@ -1,0 +1,567 @@
+//! The Sentry endpoints against a real ingest and worker: envelopes and store requests as SDKs send
+//! them (compressed, several items, unknown types), every way to get them wrong, and the official
+//! Python `sentry-sdk` reporting through a Faultline DSN.
+
+mod support;
+
+use faultline_shared::{
+    db,
+    domain::{ApiKey, DEFAULT_PROJECT_ID, Permission, Permissions},
+};
+use flate2::{Compression, write::GzEncoder};
+use serde_json::{Value, json};
+use std::{io::Write, path::PathBuf, time::Duration};
+use support::TestApp;
+use uuid::Uuid;
+
+const ENVELOPE: &str = "/api/1/envelope/";
+
+fn auth(key: &str) -> String {
+    format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=sentry.test/1.0")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// An envelope of `items` (type, payload); attachments get a `length`, the rest end at a newline.
+fn envelope(header: Value, items: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = format!("{header}\n").into_bytes();
+    for (kind, payload) in items {
+        let head = if *kind == "attachment" {
+            json!({"type": kind, "length": payload.len(), "filename": "a.txt"})
+        } else {
+            json!({"type": kind})
+        };
+        out.extend_from_slice(format!("{head}\n").as_bytes());
+        out.extend_from_slice(payload);
+        out.push(b'\n');
+    }
+    out
+}
+
+fn exception_event(id: Uuid, value: &str, function: &str) -> Vec<u8> {
+    json!({
+        "event_id": id.simple().to_string(),
+        "platform": "python",
+        "level": "error",
+        "environment": "staging",
+        "release": "shop@2.0.0",
+        "server_name": "web-1",
+        "tags": {"tenant": "acme"},
+        "request": {"url": "https://shop.example.com/pay", "method": "POST",
+                    "headers": {"Authorization": "Bearer hunter2", "Cookie": "sid=9"}},
+        "exception": {"values": [{
+            "type": "PaymentError",
+            "value": value,
+            "stacktrace": {"frames": [
+                {"module": "flask.app", "function": "dispatch", "filename": "flask/app.py", "lineno": 900, "in_app": false},
+                {"module": "shop.pay", "function": function, "filename": "shop/pay.py", "lineno": 31, "in_app": true}
+            ]}
+        }]}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+struct Sent {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, String)],
+    body: impl Into<reqwest::Body>,
+) -> Sent {
+    let mut req = app
+        .client
+        .post(format!("{}{path}", app.addr))
+        .header("content-type", "application/x-sentry-envelope")
+        .body(body);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    Sent {
+        status,
+        headers,
+        body,
+    }
+}
+
+type GroupRow = (String, i64, String, String, Option<String>, Option<Value>);
+
+async fn group_rows(app: &TestApp) -> Vec<GroupRow> {
+    sqlx::query_as(
+        "SELECT message, count, source, environment, release, context FROM error_groups ORDER BY message",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("groups")
+}
+
+#[tokio::test]
+async fn a_gzipped_envelope_with_several_items_becomes_grouped_events() {
+    let app = TestApp::spawn_with_worker().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let body = envelope(
+        json!({"event_id": a.simple().to_string(), "sent_at": "2026-11-23T12:00:00Z"}),
+        &[
+            ("event", exception_event(a, "card 4242 declined", "charge")),
+            ("session", br#"{"sid":"x","status":"ok"}"#.to_vec()),
+            ("client_report", br#"{"discarded_events":[]}"#.to_vec()),
+            ("attachment", b"line one\nline two".to_vec()),
+            ("something_new", b"{}".to_vec()),
+            ("event", exception_event(b, "card 1111 declined", "charge")),
+        ],
+    );
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[
+            ("x-sentry-auth", auth(&app.key)),
+            ("content-encoding", "gzip".into()),
+        ],
+        gzip(&body),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert_eq!(sent.body, json!({"id": a.simple().to_string()}));
+    assert!(sent.headers.contains_key("access-control-allow-origin"));
+
+    app.wait_for_count(2, 30).await;
+    let groups = group_rows(&app).await;
+    assert_eq!(groups.len(), 1, "same stack, one group: {groups:?}");
+    let (message, count, source, environment, release, context) = &groups[0];
+    let context = context.as_ref().expect("context");
+    assert!(message.starts_with("PaymentError: card"), "{message}");
+    assert_eq!(*count, 2);
+    assert_eq!(source, "python");
+    assert_eq!(environment, "staging");
+    assert_eq!(release.as_deref(), Some("shop@2.0.0"));
+    assert_eq!(context["tags"]["tenant"], "acme");
+    assert_eq!(context["server_name"], "web-1");
+    assert_eq!(
+        context["request"]["headers"]["Authorization"], "[Filtered]",
+        "secrets never reach storage"
+    );
+    assert_eq!(context["request"]["headers"]["Cookie"], "[Filtered]");
+    // The SDK's event ids are ours.
+    let (ids,): (Vec<Uuid>,) = sqlx::query_as("SELECT array_agg(id ORDER BY id) FROM events")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(ids, expected);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_sdk_retry_of_the_same_event_is_counted_once() {
+    let app = TestApp::spawn_with_worker().await;
+    let id = Uuid::new_v4();
+    let body = envelope(
+        json!({}),
+        &[("event", exception_event(id, "declined", "charge"))],
+    );
+    for _ in 0..3 {
+        let sent = post(
+            &app,
+            ENVELOPE,
+            &[("x-sentry-auth", auth(&app.key))],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+    }
+    let other = envelope(
+        json!({}),
+        &[("event", exception_event(Uuid::new_v4(), "x", "refund"))],
+    );
+    post(&app, ENVELOPE, &[("x-sentry-auth", auth(&app.key))], other).await;
+    // The last event is processed after the retries, so by the time it is counted they all are.
+    app.wait_for_count(2, 30).await;
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 2);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_key_may_come_from_the_query_or_the_envelope_dsn_and_store_takes_legacy_events() {
+    let app = TestApp::spawn_with_worker().await;
+    let event = |msg: &str| json!({"message": msg, "platform": "javascript", "level": "warning"});
+
+    let body = envelope(
+        json!({}),
+        &[("event", event("from query").to_string().into())],
+    );
+    let path = format!("{ENVELOPE}?sentry_version=7&sentry_key={}", app.key);
+    let sent = post(&app, &path, &[], body).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+
+    let dsn = format!("http://{}@127.0.0.1/1", app.key);
+    let body = envelope(
+        json!({"dsn": dsn}),
+        &[("event", event("from dsn").to_string().into())],
+    );
+    let sent = post(&app, "/api/1/envelope", &[], body).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+
+    // The project may also be named by its UUID.
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+    z.write_all(event("from store").to_string().as_bytes())
+        .unwrap();
+    let path = format!("/api/{DEFAULT_PROJECT_ID}/store/");
+    let sent = post(
+        &app,
+        &path,
+        &[
+            ("x-sentry-auth", auth(&app.key)),
+            ("content-encoding", "deflate".into()),
+        ],
+        z.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert_eq!(sent.body["id"].as_str().map(str::len), Some(32));
+
+    app.wait_for_count(3, 30).await;
+    let groups = group_rows(&app).await;
+    let messages: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
+    assert_eq!(messages, ["from dsn", "from query", "from store"]);
+    assert!(groups.iter().all(|g| g.2 == "javascript"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_keys_other_projects_and_malformed_envelopes_are_refused() {
+    let app = TestApp::spawn().await;
+    let good = || envelope(json!({}), &[("event", br#"{"message":"x"}"#.to_vec())]);
+
+    let sent = post(&app, ENVELOPE, &[], good()).await;
+    assert_eq!(sent.status, 401, "no key: {}", sent.body);
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[("x-sentry-auth", auth("fl_wrong"))],
+        good(),
+    )
+    .await;
+    assert_eq!(sent.status, 401, "unknown key: {}", sent.body);
+    assert_eq!(sent.body["code"], "unauthorized");
+
+    let other = db::ensure_project(&app.db.pool, "other").await.unwrap();
+    let other_key = ApiKey::generate();
+    db::insert_key(
+        &app.db.pool,
+        other,
+        "other",
+        &other_key,
+        &Permissions::new(vec![Permission::Ingest]),
+        None,
+    )
+    .await
+    .unwrap();
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[("x-sentry-auth", auth(other_key.expose()))],
+        good(),
+    )
+    .await;
+    assert_eq!(sent.status, 403, "another project's key: {}", sent.body);
+    assert_eq!(sent.body["code"], "project_mismatch");
+    // ...which works for its own project, named by the DSN's decimal form.
+    let path = format!("/api/{}/envelope/", other.as_u128());
+    let sent = post(
+        &app,
+        &path,
+        &[("x-sentry-auth", auth(other_key.expose()))],
+        good(),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+
+    let read_only = app.create_key(&[Permission::Read]).await;
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[("x-sentry-auth", auth(&read_only))],
+        good(),
+    )
+    .await;
+    assert_eq!(sent.status, 403, "{}", sent.body);
+
+    let sent = post(
+        &app,
+        "/api/not-a-project/envelope/",
+        &[("x-sentry-auth", auth(&app.key))],
+        good(),
+    )
+    .await;
+    assert_eq!(sent.status, 404);
+
+    let key = [("x-sentry-auth", auth(&app.key))];
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &key,
+        b"{not json\n{\"type\":\"event\"}\n{}\n".to_vec(),
+    )
+    .await;
+    assert_eq!(sent.status, 400, "{}", sent.body);
+    assert_eq!(sent.body["code"], "validation_error");
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &key,
+        b"{}\n{\"type\":\"event\"}\n{broken\n".to_vec(),
+    )
+    .await;
+    assert_eq!(sent.status, 400, "bad event payload: {}", sent.body);
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &key,
+        b"{}\n{\"type\":\"event\",\"length\":500}\n{}\n".to_vec(),
+    )
+    .await;
+    assert_eq!(sent.status, 400, "length past the end: {}", sent.body);
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[key[0].clone(), ("content-encoding", "gzip".into())],
+        b"not gzip at all".to_vec(),
+    )
+    .await;
+    assert_eq!(sent.status, 400, "corrupt gzip: {}", sent.body);
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[key[0].clone(), ("content-encoding", "compress".into())],
+        good(),
+    )
+    .await;
+    assert_eq!(sent.status, 400, "unknown encoding: {}", sent.body);
+
+    // Nothing refused reached the queue; the one accepted event did.
+    assert_eq!(app.queue_depth().await, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_and_a_zip_bomb_get_413() {
+    let app = TestApp::spawn_with(|s| s.max_body_bytes = 64 * 1024).await;
+    let key = ("x-sentry-auth", auth(&app.key));
+
+    let big = format!("{{\"message\":\"{}\"}}", "x".repeat(100 * 1024));
+    let body = envelope(json!({}), &[("event", big.into_bytes())]);
+    let sent = post(&app, ENVELOPE, std::slice::from_ref(&key), body.clone()).await;
+    assert_eq!(sent.status, 413, "{}", sent.body);
+
+    // Compressed it fits the limit, decompressed it does not.
+    let packed = gzip(&body);
+    assert!(packed.len() < 64 * 1024);
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[key.clone(), ("content-encoding", "gzip".into())],
+        packed,
+    )
+    .await;
+    assert_eq!(sent.status, 413, "{}", sent.body);
+
+    // A zip bomb: 1 GiB of zeros as 1,024 gzip members of 1 MiB each (concatenated members are
+    // one valid gzip stream), about 1 MiB on the wire, under a limit that lets the compressed
+    // body in so that it is the decoded size that is refused.
+    let app2 = TestApp::spawn_with(|s| s.max_body_bytes = 2 * 1024 * 1024).await;
+    let member = {
+        let mut e = GzEncoder::new(Vec::new(), Compression::best());
+        e.write_all(&vec![0u8; 1024 * 1024]).unwrap();
+        e.finish().unwrap()
+    };
+    let bomb = member.repeat(1024);
+    assert!(bomb.len() < 2 * 1024 * 1024, "bomb is {} bytes", bomb.len());
+    let started = std::time::Instant::now();
+    let sent = post(
+        &app2,
+        ENVELOPE,
+        &[
+            ("x-sentry-auth", auth(&app2.key)),
+            ("content-encoding", "gzip".into()),
+        ],
+        bomb,
+    )
+    .await;
+    assert_eq!(sent.status, 413, "{}", sent.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "decoding stops at the limit"
+    );
+    assert_eq!(app.queue_depth().await, 0);
+    assert_eq!(app2.queue_depth().await, 0);
+    app.shutdown().await;
+    app2.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The official Python SDK
+// ---------------------------------------------------------------------------------------------
+
+/// A virtualenv with `sentry-sdk` from PyPI, made once under `target/` and reused. Built in a
+/// side directory and renamed into place, so an interrupted install is never mistaken for a
+/// finished one.
+async fn python_with_sentry_sdk() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let venv = target.join("sentry-venv");
+    let python = venv.join("bin/python");
+    let ready = |python: &PathBuf| {
+        std::process::Command::new(python)
+            .args(["-c", "import sentry_sdk"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return python;
+    }
+    let building = target.join(format!("sentry-venv.building-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed (python3 with venv, and PyPI, are needed for this test):\n{}\n{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let building_str = building.to_str().expect("utf-8 path");
+    tokio::task::spawn_blocking({
+        let building = building.clone();
+        let building_str = building_str.to_string();
+        move || {
+            run(
+                std::path::Path::new("python3"),
+                &["-m", "venv", &building_str],
+            );
+            run(
+                &building.join("bin/python"),
+                &[
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "sentry-sdk>=2,<3",
+                ],
+            );
+        }
+    })
+    .await
+    .expect("venv set-up");
+    if std::fs::rename(&building, &venv).is_err() {
+        // Another run finished first: use its environment.
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    assert!(
+        ready(&python),
+        "sentry-sdk is not importable from {}",
+        venv.display()
+    );
+    python
+}
+
+#[tokio::test]
+async fn the_python_sentry_sdk_reports_through_a_faultline_dsn() {
+    let python = python_with_sentry_sdk().await;
+    let app = TestApp::spawn_with_worker().await;
+    let port = app.addr.rsplit(':').next().unwrap();
+    let dsn = format!("http://{}@127.0.0.1:{port}/1", app.key);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sentry_py/capture.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .env("SENTRY_DSN", &dsn)
+            .output(),
+    )
+    .await
+    .expect("the script finishes within a minute")
+    .expect("the script runs");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "capture.py failed:\n{log}");
+
+    // Two exceptions from one line, one from another function, one message.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.counted().await < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counted {} of 4 events; SDK log:\n{log}",
+            app.counted().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resp = app
+        .get("/api/errors?source=python&sort=count&limit=100")
+        .await;
+    assert_eq!(resp.status(), 200);
+    let list: Value = resp.json().await.unwrap();
+    let groups = list["data"]["errors"].as_array().expect("errors").clone();
+    assert_eq!(groups.len(), 3, "{groups:#?}\nSDK log:\n{log}");
+    let find = |prefix: &str| {
+        groups
+            .iter()
+            .find(|g| g["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no group {prefix:?} in {groups:#?}"))
+            .clone()
+    };
+    let charge = find("ValueError: card declined for cart 1");
+    assert_eq!(charge["count"], 2, "one line raised twice is one group");
+    let lookup = find("ValueError: no such user 7");
+    assert_eq!(lookup["count"], 1, "another line is another group");
+    let message = find("checkout queue is backing up");
+    assert_eq!(message["count"], 1);
+    assert_eq!(message["level"], "warning");
+    for g in [&charge, &lookup, &message] {
+        assert_eq!(g["environment"], "staging");
+        assert_eq!(g["release"], "shop@1.4.2");
+        assert_eq!(g["source"], "python");
+        assert_eq!(g["context"]["tags"]["tenant"], "acme");
+    }
+    assert_eq!(charge["context"]["exception"]["type"], "ValueError");
+
+    // The group was made from the in-app frames of the raising function.
+    let id = charge["id"].as_str().unwrap();
+    let detail: Value = app
+        .get(&format!("/api/errors/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let frames = detail["data"]["grouping"]["frames"].to_string();
+    assert!(frames.contains("charge"), "grouping frames: {frames}");
+    assert!(!frames.contains("lookup_user"), "grouping frames: {frames}");
+    let stack = charge["stack_trace"].as_str().unwrap_or_default();
+    assert!(
+        stack.contains("capture.py") && stack.contains("in charge"),
+        "{stack}"
+    );
+    assert!(log.contains("sentry-sdk 2."), "{log}");
+    app.shutdown().await;
+}
