@@ -22,7 +22,11 @@ use std::time::Duration;
 
 /// Command line of `loadgen`; every option also reads a `LOADGEN_*` variable.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loadgen", about = "Load generator for Faultline ingest")]
+#[command(
+    name = "loadgen",
+    about = "Load generator for Faultline ingest",
+    args_override_self = true
+)]
 pub struct Args {
     /// Base URL of ingest (ignored with --stack, which starts its own).
     #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]

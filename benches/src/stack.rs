@@ -233,6 +233,9 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
         ("DATABASE_URL", db_url.clone()),
         ("QUEUE_PREFIX", prefix.clone()),
         ("REDIS_PREFIX", prefix.clone()),
+        // Keep the rate-limit step (one Redis call per request) in the measurement, with a
+        // budget the load generator cannot exhaust.
+        ("RATE_LIMIT_INGEST", "1000000000".to_string()),
         ("PORT", ingest_port.to_string()),
         ("WORKER_PORT", worker_port.to_string()),
         (

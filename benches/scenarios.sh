@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The scenarios recorded in benches/RESULTS.md, one `loadgen --stack` run each. Appends each run's
+# JSON line to $OUT (default target/bench-results.jsonl) and its summary, with `uptime` before it,
+# to $OUT.txt. Builds first unless SKIP_BUILD=1; BIN_DIR points at other binaries (default
+# target/release). Run a subset by naming them: benches/scenarios.sh latency-10k storm
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+BIN_DIR="${BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
+OUT="${OUT:-$ROOT/target/bench-results.jsonl}"
+COMMON=(--connections 64 --fingerprints 1000 --payload-bytes 1024 --drain-timeout 240)
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  bash scripts/services.sh
+  cargo build --release --bin ingest --bin worker --bin loadgen
+fi
+mkdir -p "$(dirname "$OUT")"
+
+scenario() {
+  local name="$1"
+  shift
+  printf '== %s: %s\n' "$name" "$*" | tee -a "$OUT.txt"
+  uptime | tee -a "$OUT.txt"
+  "$BIN_DIR/loadgen" --stack --bin-dir "$BIN_DIR" --log-dir "$ROOT/target/bench-logs" "$@" \
+    2> >(tee -a "$OUT.txt" >&2) | sed "s/^{/{\"scenario\":\"$name\",/" | tee -a "$OUT"
+}
+
+run() {
+  case "$1" in
+    latency-5k) scenario "$1" "${COMMON[@]}" --rate 5000 --duration 30 ;;
+    latency-10k) scenario "$1" "${COMMON[@]}" --rate 10000 --duration 30 ;;
+    max-60s) scenario "$1" "${COMMON[@]}" --duration 60 ;;
+    storm) scenario "$1" "${COMMON[@]}" --fingerprints 1 --duration 20 ;;
+    batch) scenario "$1" "${COMMON[@]}" --batch-share 0.1 --batch-size 100 --duration 20 ;;
+    max-prefetch-1000) (export WORKER_PREFETCH=1000; scenario "$1" "${COMMON[@]}" --duration 30) ;;
+    *) echo "unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+if [ "$#" -eq 0 ]; then
+  set -- latency-5k latency-10k max-60s storm batch max-prefetch-1000
+fi
+for s in "$@"; do run "$s"; done
