@@ -47,6 +47,13 @@ async fn main() -> anyhow::Result<()> {
                 "API key {name:?} for project {project:?} ({project_id}); it is shown only once:"
             );
             println!("{}", key.expose());
+            // The key is also a DSN for Sentry SDKs; PUBLIC_URL is where SDKs reach ingest.
+            let public_url = std::env::var("PUBLIC_URL")
+                .unwrap_or_else(|_| format!("http://localhost:{}", settings.port));
+            eprintln!(
+                "Sentry SDK DSN: {}",
+                ingest::sentry::auth::dsn(&public_url, key.expose(), project_id)
+            );
             Ok(())
         }
     }
