@@ -11,7 +11,7 @@
 //! few minutes (replays). `Idempotency-Key` (also in the body) lets it drop redelivered copies.
 
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::{
@@ -95,14 +95,14 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 }
 
 /// Settings of the webhook channel.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WebhookConfig {
     pub url: String,
     pub secret: String,
 }
 
 /// Settings of the Slack channel. The contract calls the URL `webhook_url`; both names are read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SlackConfig {
     #[serde(alias = "webhook_url")]
     pub url: String,
@@ -111,7 +111,7 @@ pub struct SlackConfig {
 }
 
 /// How the SMTP connection is secured.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Plain text (a local relay or a test server only).
@@ -123,7 +123,7 @@ pub enum TlsMode {
 }
 
 /// Settings of the email channel. The contract's `smtp_server` and `from_email` are read too.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EmailConfig {
     #[serde(alias = "smtp_server")]
     pub host: String,
@@ -144,12 +144,110 @@ fn default_tls() -> TlsMode {
     TlsMode::Starttls
 }
 
+/// Checks a channel's config as given to the API and returns it in its stored (canonical) form, or
+/// a reason per field. Values are never quoted back (they may be secrets).
+pub fn validate_config(
+    channel: crate::rule::Channel,
+    config: &Value,
+) -> Result<Value, serde_json::Map<String, Value>> {
+    use crate::rule::Channel;
+    let mut errors = serde_json::Map::new();
+    let mut fail = |field: &str, msg: &str| {
+        errors.insert(format!("config.{field}"), Value::String(msg.to_string()));
+    };
+    let http_url = |u: &str| {
+        reqwest::Url::parse(u)
+            .ok()
+            .filter(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some())
+            .is_some()
+    };
+    let canonical = match channel {
+        Channel::Webhook => match parse_config::<WebhookConfig>(config) {
+            Ok(c) => {
+                if !http_url(&c.url) {
+                    fail("url", "must be an http or https URL");
+                }
+                if c.secret.len() < 16 {
+                    fail("secret", "must be at least 16 characters");
+                }
+                serde_json::to_value(c).ok()
+            }
+            Err(e) => {
+                fail("", &e);
+                None
+            }
+        },
+        Channel::Slack => match parse_config::<SlackConfig>(config) {
+            Ok(c) => {
+                if !http_url(&c.url) {
+                    fail(
+                        "url",
+                        "must be an http or https URL (the Slack incoming-webhook URL)",
+                    );
+                }
+                serde_json::to_value(c).ok()
+            }
+            Err(e) => {
+                fail("", &e);
+                None
+            }
+        },
+        Channel::Email => match parse_config::<EmailConfig>(config) {
+            Ok(c) => {
+                if c.host.trim().is_empty() {
+                    fail("host", "must not be empty");
+                }
+                if c.port == Some(0) {
+                    fail("port", "must be 1-65535");
+                }
+                if c.from.parse::<lettre::message::Mailbox>().is_err() {
+                    fail("from", "must be an e-mail address");
+                }
+                if c.recipients.is_empty() {
+                    fail("recipients", "must name at least one address");
+                }
+                if c.recipients
+                    .iter()
+                    .any(|r| r.parse::<lettre::message::Mailbox>().is_err())
+                {
+                    fail("recipients", "every recipient must be an e-mail address");
+                }
+                if c.username.is_some() != c.password.is_some() {
+                    fail("username", "username and password go together");
+                }
+                serde_json::to_value(c).ok()
+            }
+            Err(e) => {
+                fail("", &e);
+                None
+            }
+        },
+    };
+    match canonical {
+        Some(v) if errors.is_empty() => Ok(v),
+        _ => {
+            // serde's own message has no field prefix: put it under "config".
+            if let Some(msg) = errors.remove("config.") {
+                errors.insert("config".into(), msg);
+            }
+            Err(errors)
+        }
+    }
+}
+
 /// Parses a channel's config, naming the problem (never the values) on failure.
 pub fn parse_config<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, String> {
     serde_json::from_value(config.clone()).map_err(|e| {
-        // serde's messages name fields and expected types, not the values given.
         let msg = e.to_string();
-        msg.split(" at line").next().unwrap_or(&msg).to_string()
+        let msg = msg.split(" at line").next().unwrap_or(&msg);
+        // "invalid type: string \"…\", expected u16" quotes the value, which may be a secret.
+        match (msg.strip_prefix("invalid "), msg.rsplit_once(", expected ")) {
+            (Some(_), Some((_, expected))) => {
+                format!("a field has the wrong type (expected {expected})")
+            }
+            _ if msg.starts_with("invalid ") => "a field has an invalid value".to_string(),
+            _ => msg.to_string(),
+        }
     })
 }
 

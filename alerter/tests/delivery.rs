@@ -315,3 +315,51 @@ async fn secrets_do_not_appear_in_recorded_errors() {
     let err = a[0].3.clone().unwrap();
     assert!(!err.contains("SECRETTOKEN"), "{err}");
 }
+
+#[tokio::test]
+async fn a_test_notification_arrives_on_each_channel() {
+    setup().await;
+    let receiver = Receiver::start().await;
+    let smtp = SmtpServer::start().await;
+    let d = delivery();
+    d.send_test(
+        alerter::rule::Channel::Webhook,
+        &webhook_config(&receiver, "s3cret"),
+    )
+    .await
+    .unwrap();
+    d.send_test(
+        alerter::rule::Channel::Slack,
+        &json!({"url": format!("{}/slack", receiver.url)}),
+    )
+    .await
+    .unwrap();
+    d.send_test(
+        alerter::rule::Channel::Email,
+        &json!({"host": "127.0.0.1", "port": smtp.port, "tls": "none",
+                "from": "alerts@faultline.test", "recipients": ["oncall@example.com"]}),
+    )
+    .await
+    .unwrap();
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    let hook = got.iter().find(|r| r.path == "/hook").unwrap();
+    assert!(channels::verify(
+        "s3cret",
+        &hook.header("x-faultline-signature").unwrap(),
+        &hook.body
+    ));
+    assert_eq!(hook.json()["type"], "test");
+    let slack = got.iter().find(|r| r.path == "/slack").unwrap();
+    assert!(
+        slack.json()["text"]
+            .as_str()
+            .unwrap()
+            .contains("test notification")
+    );
+    assert!(
+        smtp.mails()[0]
+            .data
+            .contains("Subject: [Faultline] Faultline test notification")
+    );
+}

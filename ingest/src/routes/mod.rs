@@ -1,9 +1,11 @@
 //! Every route of ingest, in one place, grouped by audience.
 
+mod alerts;
 mod analytics;
 mod errors;
 mod events;
 mod health;
+mod integrations;
 mod monitoring;
 mod params;
 mod sentry;
@@ -45,6 +47,35 @@ pub fn router(state: AppState) -> Router {
         .route("/api/monitoring/metrics", get(monitoring::metrics))
         .route("/api/monitoring/uptime", get(monitoring::uptime));
 
+    // Dashboard API: alert rules, incidents, deliveries and notification channels.
+    let alerting = Router::new()
+        .route(
+            "/api/alerts/rules",
+            get(alerts::list_rules).post(alerts::create_rule),
+        )
+        .route(
+            "/api/alerts/rules/{id}",
+            put(alerts::update_rule).delete(alerts::delete_rule),
+        )
+        .route(
+            "/api/alerts/incidents",
+            get(alerts::list_incidents).post(alerts::create_incident),
+        )
+        .route("/api/alerts/incidents/{id}", put(alerts::update_incident))
+        .route("/api/alerts/deliveries", get(alerts::list_deliveries))
+        .route(
+            "/api/settings/integrations",
+            get(integrations::list_integrations),
+        )
+        .route(
+            "/api/settings/integrations/{name}",
+            put(integrations::put_integration),
+        )
+        .route(
+            "/api/settings/integrations/{name}/test",
+            post(integrations::test_integration),
+        );
+
     // Operations: unauthenticated health and metrics.
     let ops = Router::new()
         .route("/health", get(health::health))
@@ -54,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sdk)
         .merge(sentry_sdk)
         .merge(dashboard)
+        .merge(alerting)
         .merge(ops)
         .with_state(state)
 }
