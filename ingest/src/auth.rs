@@ -113,6 +113,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The rate-limit middleware authenticated this request already.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let raw = parts
             .headers
             .get("x-api-key")
@@ -128,6 +132,7 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .filter(|r| r.is_active(Utc::now()))
             .ok_or(ApiError::Unauthorized("invalid API key"))?;
+        state.key_usage.touch(record.id);
         Ok(Caller {
             key_id: record.id,
             project_id: record.project_id,

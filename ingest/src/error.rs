@@ -39,6 +39,12 @@ pub enum ApiError {
     WrongProject,
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A unique value already taken (a member's e-mail, a project's name); `details` names the field.
+    #[error("{message}")]
+    Conflict { message: String, details: Value },
+    /// The key's rate limit for this kind of request is used up; retry after `wait_seconds`.
+    #[error("rate limit exceeded; retry in {wait_seconds} s")]
+    Throttled { wait_seconds: u64 },
     #[error("the event queue is unavailable; retry later")]
     QueueUnavailable { retry_after_secs: u64 },
     #[error("a backing service is unavailable; retry later")]
@@ -63,6 +69,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied { .. } | ApiError::WrongProject => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueUnavailable { .. } | ApiError::ServiceUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -80,6 +88,8 @@ impl ApiError {
             ApiError::PermissionDenied { .. } => "permission_denied",
             ApiError::WrongProject => "project_mismatch",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::Throttled { .. } => "throttled",
             ApiError::QueueUnavailable { .. } => "queue_unavailable",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -88,7 +98,10 @@ impl ApiError {
 
     fn details(&self) -> Option<Value> {
         match self {
-            ApiError::Validation { details, .. } => Some(details.clone()),
+            ApiError::Validation { details, .. } | ApiError::Conflict { details, .. } => {
+                Some(details.clone())
+            }
+            ApiError::Throttled { wait_seconds } => Some(json!({ "wait_seconds": wait_seconds })),
             ApiError::MalformedJson(reason) => Some(json!({ "body": reason })),
             ApiError::PayloadTooLarge { limit } => Some(json!({ "max_bytes": limit })),
             ApiError::PermissionDenied { required } => Some(json!({ "required": required })),
@@ -123,7 +136,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(body)).into_response();
         if let ApiError::QueueUnavailable { retry_after_secs }
-        | ApiError::ServiceUnavailable { retry_after_secs } = self
+        | ApiError::ServiceUnavailable { retry_after_secs }
+        | ApiError::Throttled {
+            wait_seconds: retry_after_secs,
+        } = self
         {
             response
                 .headers_mut()

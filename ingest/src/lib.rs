@@ -5,6 +5,8 @@
 //! - [`routes`]: every route in one function; one file per route group.
 //! - [`publisher`]: the group-commit publisher (many requests, one confirm round).
 //! - [`auth`]: `X-API-Key` authentication with a short-TTL in-memory key cache.
+//! - [`ratelimit`]: per-key, per-scope rate limits (GCRA in one Redis Lua step; fails open).
+//! - [`key_usage`]: keys' `last_used`, coalesced (no database write per request).
 //! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
 //! - [`error`]: `ApiError`, the one error body.
 //! - [`cli`]: `ingest migrate` and `ingest create-key`.
@@ -20,8 +22,10 @@ pub mod checks;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod key_usage;
 pub mod publisher;
 pub mod queries;
+pub mod ratelimit;
 pub mod redis_handle;
 pub mod request_stats;
 pub mod routes;
@@ -49,6 +53,10 @@ pub struct AppState {
     pub keys: auth::KeyCache,
     pub redis: redis_handle::RedisHandle,
     pub metrics: PrometheusHandle,
+    /// Per-key rate limits in Redis.
+    pub limiter: ratelimit::RateLimiter,
+    /// Keys' last use, written in the background at most once a minute per key.
+    pub key_usage: key_usage::KeyUsage,
     /// The Redis read cache of the dashboard API.
     pub cache: cache::ReadCache,
     /// This process's request figures, for the performance and metrics endpoints.
@@ -92,6 +100,12 @@ impl Application {
         let state = AppState {
             keys: auth::KeyCache::new(pool.clone(), settings.key_cache_ttl),
             cache: cache::ReadCache::new(redis.clone(), &settings.services.redis_prefix),
+            limiter: ratelimit::RateLimiter::new(
+                redis.clone(),
+                &settings.services.redis_prefix,
+                settings.access.clone(),
+            ),
+            key_usage: key_usage::KeyUsage::new(settings.access.last_used_interval),
             redis,
             metrics: telemetry::metrics_handle(),
             settings: Arc::new(settings.clone()),
@@ -107,6 +121,11 @@ impl Application {
             track_request,
         ));
         let (background_stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(state.key_usage.clone().run(
+            state.pool.clone(),
+            settings.access.last_used_flush,
+            stop_rx.clone(),
+        ));
         tokio::spawn(checks::record_loop(
             state.clone(),
             settings.health_check_interval,

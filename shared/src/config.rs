@@ -88,6 +88,55 @@ pub struct IngestSettings {
     /// How often ingest records a health check of its dependencies (uptime and availability are
     /// computed from these records).
     pub health_check_interval: Duration,
+    /// Rate limits and API-key bookkeeping.
+    pub access: AccessSettings,
+}
+
+/// Per-key rate limits (requests per window, by scope; 0 turns a scope's limit off) and how often
+/// a key's `last_used` is written. Each key may override its limits (`api_keys.rate_limits`).
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    /// `POST /api/errors` and `/api/errors/batch` (the contract's "error logging").
+    pub ingest_limit: u32,
+    /// `/api/stats` and `/api/analytics/*`.
+    pub analytics_limit: u32,
+    /// Every other authenticated endpoint.
+    pub other_limit: u32,
+    /// The window the limits count over: one minute, as in the contract (tests shorten it).
+    pub window: Duration,
+    /// Least time between two writes of one key's `last_used` (no database write per request).
+    pub last_used_interval: Duration,
+    /// How often pending `last_used` times are written, in one statement.
+    pub last_used_flush: Duration,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        Self {
+            ingest_limit: 1000,
+            analytics_limit: 100,
+            other_limit: 500,
+            window: Duration::from_secs(60),
+            last_used_interval: Duration::from_secs(60),
+            last_used_flush: Duration::from_secs(10),
+        }
+    }
+}
+
+impl AccessSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            ingest_limit: parse_or("RATE_LIMIT_INGEST", d.ingest_limit)?,
+            analytics_limit: parse_or("RATE_LIMIT_ANALYTICS", d.analytics_limit)?,
+            other_limit: parse_or("RATE_LIMIT_OTHER", d.other_limit)?,
+            window: Duration::from_secs(parse_or("RATE_LIMIT_WINDOW_SECS", 60u64)?.max(1)),
+            last_used_interval: Duration::from_secs(parse_or("KEY_LAST_USED_INTERVAL_SECS", 60)?),
+            last_used_flush: Duration::from_secs(
+                parse_or("KEY_LAST_USED_FLUSH_SECS", 10u64)?.max(1),
+            ),
+        })
+    }
 }
 
 impl IngestSettings {
@@ -103,6 +152,7 @@ impl IngestSettings {
             publish_max_in_flight: parse_or("PUBLISH_MAX_IN_FLIGHT", 16)?,
             publish_max_events: parse_or("PUBLISH_MAX_EVENTS", 500)?,
             health_check_interval: Duration::from_secs(parse_or("HEALTH_CHECK_INTERVAL_SECS", 30)?),
+            access: AccessSettings::from_env()?,
         })
     }
 }

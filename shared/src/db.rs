@@ -63,6 +63,8 @@ pub struct KeyRecord {
     pub permissions: Permissions,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked: bool,
+    /// Per-scope overrides of the rate limits ("ingest", "analytics", "other" → requests per window).
+    pub rate_limits: std::collections::BTreeMap<String, u32>,
 }
 
 impl KeyRecord {
@@ -80,13 +82,14 @@ struct KeyRow {
     permissions: Vec<String>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    rate_limits: serde_json::Value,
 }
 
 /// Finds a key by its hash: the lookup cost does not depend on how much of a key matched.
 #[tracing::instrument(skip_all)]
 pub async fn find_key(pool: &PgPool, hash: &KeyHash) -> Result<Option<KeyRecord>, sqlx::Error> {
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT id, project_id, name, permissions, expires_at, revoked_at
+        "SELECT id, project_id, name, permissions, expires_at, revoked_at, rate_limits
          FROM api_keys WHERE key_hash = $1",
     )
     .bind(&hash.0[..])
@@ -100,6 +103,7 @@ pub async fn find_key(pool: &PgPool, hash: &KeyHash) -> Result<Option<KeyRecord>
         permissions: Permissions::parse_list(&r.permissions).unwrap_or_default(),
         expires_at: r.expires_at,
         revoked: r.revoked_at.is_some(),
+        rate_limits: serde_json::from_value(r.rate_limits).unwrap_or_default(),
     }))
 }
 

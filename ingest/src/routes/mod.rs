@@ -8,12 +8,14 @@ mod health;
 mod integrations;
 mod monitoring;
 mod params;
+mod projects;
 mod sentry;
+mod settings;
 
 use crate::AppState;
 use axum::{
     Router,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 
 pub fn router(state: AppState) -> Router {
@@ -46,6 +48,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/monitoring/services", get(monitoring::services))
         .route("/api/monitoring/metrics", get(monitoring::metrics))
         .route("/api/monitoring/uptime", get(monitoring::uptime));
+
+    // Dashboard API: projects, API keys and the team (the permission matrix is in README.md).
+    let access = Router::new()
+        .route(
+            "/api/projects",
+            get(projects::list_projects).post(projects::create_project),
+        )
+        .route(
+            "/api/settings/api-keys",
+            get(settings::list_keys).post(settings::create_key),
+        )
+        .route("/api/settings/api-keys/{id}", delete(settings::revoke_key))
+        .route("/api/settings/team", get(settings::list_team))
+        .route("/api/settings/team/invite", post(settings::invite));
 
     // Dashboard API: alert rules, incidents, deliveries and notification channels.
     let alerting = Router::new()
@@ -86,6 +102,12 @@ pub fn router(state: AppState) -> Router {
         .merge(sentry_sdk)
         .merge(dashboard)
         .merge(alerting)
+        .merge(access)
         .merge(ops)
+        // Last, so it wraps every route: key authentication and rate limits by scope.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::enforce,
+        ))
         .with_state(state)
 }

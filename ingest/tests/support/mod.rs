@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use faultline_shared::{
-    config::{IngestSettings, ServiceUrls, WorkerSettings},
+    config::{AccessSettings, IngestSettings, ServiceUrls, WorkerSettings},
     db,
     domain::{ApiKey, DEFAULT_PROJECT_ID, Permission, Permissions},
     testkit::{self, TestDb},
@@ -77,6 +77,10 @@ impl TestApp {
             publish_max_in_flight: 16,
             publish_max_events: 500,
             health_check_interval: Duration::from_secs(1),
+            access: AccessSettings {
+                last_used_flush: Duration::from_millis(100),
+                ..AccessSettings::default()
+            },
         };
         tweak(&mut settings);
         let app = ingest::Application::build(settings.clone())

@@ -1,0 +1,276 @@
+//! Rate limits against the real Redis (each test its own key prefix), and a Redis of the test's
+//! own that the test kills to prove ingest fails open.
+
+mod support;
+
+use faultline_shared::domain::Permission;
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+use support::TestApp;
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut req = app
+        .client
+        .request(method, format!("{}{}", app.addr, path))
+        .header("x-api-key", key);
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    req.send().await.expect("request sent")
+}
+
+fn header(resp: &Response, name: &str) -> Option<u64> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `limit` requests per `window_secs` for the "other" scope, 2 per window for ingest.
+async fn spawn_limited(limit: u32, window_secs: u64) -> TestApp {
+    TestApp::spawn_with(|s| {
+        s.access.other_limit = limit;
+        s.access.ingest_limit = 2;
+        s.access.window = Duration::from_secs(window_secs);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_request_after_the_limit_gets_429_until_the_window_lets_it_pass() {
+    // 3 per 6 s: the budget can be spent at once, then one request every 2 s.
+    let app = spawn_limited(3, 6).await;
+    let key = app.create_key(&[Permission::Read]).await;
+    for expected_remaining in [2, 1, 0] {
+        let resp = call(&app, Method::GET, "/api/projects", &key, None).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-ratelimit-limit"), Some(3));
+        assert_eq!(
+            header(&resp, "x-ratelimit-remaining"),
+            Some(expected_remaining)
+        );
+        assert!(header(&resp, "x-ratelimit-reset").is_some());
+    }
+    let resp = call(&app, Method::GET, "/api/projects", &key, None).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(header(&resp, "x-ratelimit-limit"), Some(3));
+    assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(0));
+    let reset = header(&resp, "x-ratelimit-reset").unwrap();
+    let now = chrono::Utc::now().timestamp() as u64;
+    assert!(reset >= now && reset <= now + 7, "reset {reset} now {now}");
+    let retry_after = header(&resp, "retry-after").unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    let b: Value = resp.json().await.unwrap();
+    assert_eq!(b["status"], "error");
+    assert_eq!(b["code"], "throttled");
+    assert_eq!(b["details"]["wait_seconds"], retry_after);
+    assert!(b["request_id"].is_string());
+
+    // Another key has its own budget.
+    let other = app.create_key(&[Permission::Read]).await;
+    let resp = call(&app, Method::GET, "/api/projects", &other, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(2));
+
+    // After the wait, the first key passes again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = call(&app, Method::GET, "/api/projects", &key, None).await;
+        if resp.status() == 200 {
+            break;
+        }
+        assert_eq!(resp.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never let through again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn ingest_analytics_and_other_requests_have_separate_budgets() {
+    let app = TestApp::spawn_with(|s| {
+        s.access.ingest_limit = 2;
+        s.access.analytics_limit = 1;
+        s.access.other_limit = 50;
+        s.access.window = Duration::from_secs(60);
+    })
+    .await;
+    let event = json!({"message": "boom", "source": "limits"});
+    for _ in 0..2 {
+        assert_eq!(app.post_event(&event).await.status(), 202);
+    }
+    let resp = app.post_event(&event).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(header(&resp, "x-ratelimit-limit"), Some(2));
+    assert_eq!(
+        app.queue_depth().await,
+        2,
+        "the refused event was not published"
+    );
+
+    let resp = app.get("/api/stats").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-ratelimit-limit"), Some(1));
+    assert_eq!(app.get("/api/analytics/trends").await.status(), 429);
+
+    let resp = app.get("/api/errors").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-ratelimit-limit"), Some(50));
+    // Health and metrics are not limited.
+    let health = app
+        .client
+        .get(format!("{}/health", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.headers().get("x-ratelimit-limit").is_none());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_keys_own_limit_overrides_the_default() {
+    let app = TestApp::spawn().await;
+    let resp = call(
+        &app,
+        Method::POST,
+        "/api/settings/api-keys",
+        &app.key,
+        Some(json!({"name": "tight", "permissions": ["read"], "rate_limits": {"other": 1}})),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let b: Value = resp.json().await.unwrap();
+    assert_eq!(b["data"]["rate_limits"], json!({"other": 1}));
+    let key = b["data"]["api_key"].as_str().unwrap().to_string();
+    let first = call(&app, Method::GET, "/api/errors", &key, None).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-ratelimit-limit"), Some(1));
+    assert_eq!(
+        call(&app, Method::GET, "/api/errors", &key, None)
+            .await
+            .status(),
+        429
+    );
+    // The default (500 per minute) still applies to the app's own key.
+    let resp = app.get("/api/errors").await;
+    assert_eq!(header(&resp, "x-ratelimit-limit"), Some(500));
+    app.shutdown().await;
+}
+
+/// A Redis server of this test's own, killed when dropped.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        OwnRedis { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "own redis never came up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_ingest_still_accepts_events() {
+    let mut redis = OwnRedis::start();
+    redis.wait_ready().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(move |s| s.services.redis_url = url).await;
+    let event = json!({"message": "while redis lives", "source": "failopen"});
+    let resp = app.post_event(&event).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        header(&resp, "x-ratelimit-limit"),
+        Some(1000),
+        "limited while Redis is up"
+    );
+
+    redis.kill();
+    for _ in 0..5 {
+        let resp = app
+            .post_event(&json!({"message": "while redis is dead", "source": "failopen"}))
+            .await;
+        assert_eq!(resp.status(), 202);
+    }
+    assert_eq!(app.get("/api/projects").await.status(), 200);
+    assert_eq!(app.queue_depth().await, 6);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rate_limit_fail_open_total"),
+        "fail-open counted"
+    );
+    app.shutdown().await;
+}
