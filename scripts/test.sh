@@ -12,6 +12,7 @@ cd "$ROOT"
 load_dotenv "$ROOT/.env"
 
 bash "$ROOT/scripts/services.sh"
+bash "$ROOT/scripts/browser-setup.sh" # Chromium + playwright-core for ingest/tests/dashboard.rs
 
 # Tests create a throwaway database per test through TEST_DATABASE_URL (a maintenance database).
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"

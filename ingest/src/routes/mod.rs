@@ -2,6 +2,7 @@
 
 mod alerts;
 mod analytics;
+mod dashboard;
 mod errors;
 mod events;
 mod health;
@@ -104,6 +105,8 @@ pub fn router(state: AppState) -> Router {
         .merge(alerting)
         .merge(access)
         .merge(ops)
+        // The web dashboard's page and assets (no key: the page asks for one).
+        .merge(dashboard::router())
         // Last, so it wraps every route: key authentication and rate limits by scope.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
