@@ -255,9 +255,11 @@ pub fn human(r: &RunResult) -> String {
             .map(|(k, v)| format!("{k} {v:.2}"))
             .collect();
         format!(
-            "machine {:.2} cores over {} s; {}",
+            "machine {:.2} cores over {} s (cpu pressure {}%, io pressure {}%); {}",
             c.machine_cores,
             c.seconds,
+            c.cpu_pressure_pct,
+            c.io_pressure_pct,
             by.join(", ")
         )
     };

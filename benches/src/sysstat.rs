@@ -21,6 +21,9 @@ const TICKS: f64 = 100.0;
 /// CPU ticks so far: the whole machine (busy and total) and per process family.
 #[derive(Debug, Clone, Default)]
 pub struct CpuSnapshot {
+    /// Microseconds in which some task waited for a CPU / for I/O (`/proc/pressure`, PSI).
+    cpu_stall_us: u64,
+    io_stall_us: u64,
     busy: u64,
     total: u64,
     families: BTreeMap<String, u64>,
@@ -33,6 +36,23 @@ pub struct CpuUse {
     /// Whole machine, in cores, including processes that came and went in between.
     pub machine_cores: f64,
     pub cores_by_process: BTreeMap<String, f64>,
+    /// Share of the time in which at least one runnable task waited for a CPU (PSI `some`):
+    /// near 100 means the machine had more work than cores.
+    pub cpu_pressure_pct: f64,
+    /// Share of the time in which at least one task waited for I/O (PSI `some`).
+    pub io_pressure_pct: f64,
+}
+
+/// The `some ... total=` microseconds of a `/proc/pressure` file.
+fn stall_us(path: &str) -> u64 {
+    read(path)
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("some"))
+                .and_then(|l| l.rsplit("total=").next())
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn read(path: &str) -> Option<String> {
@@ -53,7 +73,11 @@ fn parse_stat(text: &str) -> Option<(String, u64)> {
 
 impl CpuSnapshot {
     pub fn take() -> Self {
-        let mut snap = CpuSnapshot::default();
+        let mut snap = CpuSnapshot {
+            cpu_stall_us: stall_us("/proc/pressure/cpu"),
+            io_stall_us: stall_us("/proc/pressure/io"),
+            ..CpuSnapshot::default()
+        };
         if let Some(stat) = read("/proc/stat")
             && let Some(line) = stat.lines().next()
         {
@@ -100,6 +124,13 @@ impl CpuSnapshot {
                 0.0
             }
         };
+        let pct = |us: u64| {
+            if seconds > 0.0 {
+                (us as f64 / 1e6 / seconds * 1000.0).round() / 10.0
+            } else {
+                0.0
+            }
+        };
         let mut by = BTreeMap::new();
         for name in FAMILIES {
             let before = self.families.get(*name).copied().unwrap_or(0);
@@ -120,6 +151,8 @@ impl CpuSnapshot {
             seconds: (seconds * 100.0).round() / 100.0,
             machine_cores: machine,
             cores_by_process: by,
+            cpu_pressure_pct: pct(later.cpu_stall_us.saturating_sub(self.cpu_stall_us)),
+            io_pressure_pct: pct(later.io_stall_us.saturating_sub(self.io_stall_us)),
         }
     }
 }
