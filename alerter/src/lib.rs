@@ -49,6 +49,15 @@ pub fn parse_schedule(expr: &str) -> anyhow::Result<cron::Schedule> {
     })
 }
 
+/// The first tick strictly after `now`. The loop asks again after every evaluation, so ticks
+/// missed during a pause (a stopped process, a slow round) are skipped rather than replayed.
+pub fn next_tick(
+    schedule: &cron::Schedule,
+    now: chrono::DateTime<Utc>,
+) -> Option<chrono::DateTime<Utc>> {
+    schedule.after(&now).next()
+}
+
 /// Runs the alerter until `shutdown` resolves; a delivery round in progress is finished first.
 pub async fn run(
     settings: AlerterSettings,
@@ -130,7 +139,7 @@ async fn evaluation_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let Some(tick) = schedule.upcoming(Utc).next() else {
+        let Some(tick) = next_tick(schedule, Utc::now()) else {
             tracing::warn!("The schedule has no future tick; evaluation stops.");
             let _ = stop.wait_for(|s| *s).await;
             return;
@@ -202,5 +211,34 @@ async fn checks_loop(
             _ = tokio::time::sleep(settings.health_check_interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_default_schedule_ticks_every_30_seconds_and_five_field_lines_are_refused() {
+        let s = parse_schedule("*/30 * * * * *").unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 10).unwrap();
+        assert_eq!(
+            next_tick(&s, now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 30).unwrap())
+        );
+        assert!(parse_schedule("*/5 * * * *").is_err());
+    }
+
+    #[test]
+    fn missed_ticks_are_skipped_not_replayed() {
+        let s = parse_schedule("*/30 * * * * *").unwrap();
+        // The process was paused for ten minutes after the 12:00:00 tick: the next tick is the
+        // first one after waking, not the twenty it slept through.
+        let woke = Utc.with_ymd_and_hms(2026, 11, 23, 12, 10, 5).unwrap();
+        assert_eq!(
+            next_tick(&s, woke),
+            Some(Utc.with_ymd_and_hms(2026, 11, 23, 12, 10, 30).unwrap())
+        );
     }
 }
