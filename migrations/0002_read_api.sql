@@ -50,3 +50,18 @@ CREATE INDEX health_checks_component_checked_idx ON health_checks (component, ch
 -- When someone reopened the group by hand: with first_seen and regressed_at, the start of the open
 -- period that the next resolution closes.
 ALTER TABLE error_groups ADD COLUMN reopened_at timestamptz;
+
+-- Hourly counts per (project, level, environment), written by the worker in the same transaction as
+-- the minute rollups: statistics and trends sum at most 24 rows per day per level and environment
+-- instead of one row per (minute, group). Deleting a group subtracts its counts.
+CREATE TABLE error_counts_hour (
+    project_id   uuid NOT NULL,
+    hour         timestamptz NOT NULL,
+    level        text NOT NULL,
+    environment  text NOT NULL,
+    count        bigint NOT NULL,
+    PRIMARY KEY (project_id, hour, level, environment)
+);
+INSERT INTO error_counts_hour (project_id, hour, level, environment, count)
+SELECT project_id, date_trunc('hour', minute, 'UTC'), level, environment, sum(count)
+FROM error_counts_minute GROUP BY 1, 2, 3, 4;

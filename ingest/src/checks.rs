@@ -158,6 +158,12 @@ pub async fn heartbeat(state: &AppState, service: &'static str) -> Probe {
         Utc::now() - HEARTBEAT_FRESH,
     ))
     .await;
+    // A worker that is alive but not attached to the broker is not processing anything.
+    let live = live.map(|rows| {
+        rows.into_iter()
+            .filter(|r| r.details.get("consuming") != Some(&Value::Bool(false)))
+            .collect::<Vec<_>>()
+    });
     let mut probe = match live {
         Ok(rows) if !rows.is_empty() => {
             let instances: Vec<Value> = rows

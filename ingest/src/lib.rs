@@ -7,6 +7,7 @@
 //! - [`auth`]: `X-API-Key` authentication with a short-TTL in-memory key cache.
 //! - [`ratelimit`]: per-key, per-scope rate limits (GCRA in one Redis Lua step; fails open).
 //! - [`key_usage`]: keys' `last_used`, coalesced (no database write per request).
+//! - [`scrub`]: filters secrets (sensitive context keys, card numbers) out of events before publish.
 //! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
 //! - [`error`]: `ApiError`, the one error body.
 //! - [`cli`]: `ingest migrate` and `ingest create-key`.
@@ -29,6 +30,7 @@ pub mod ratelimit;
 pub mod redis_handle;
 pub mod request_stats;
 pub mod routes;
+pub mod scrub;
 pub mod sentry;
 pub mod validate;
 
@@ -57,6 +59,8 @@ pub struct AppState {
     pub limiter: ratelimit::RateLimiter,
     /// Keys' last use, written in the background at most once a minute per key.
     pub key_usage: key_usage::KeyUsage,
+    /// Filters secrets out of events before they are published.
+    pub scrubber: scrub::Scrubber,
     /// The Redis read cache of the dashboard API.
     pub cache: cache::ReadCache,
     /// This process's request figures, for the performance and metrics endpoints.
@@ -106,6 +110,7 @@ impl Application {
                 settings.access.clone(),
             ),
             key_usage: key_usage::KeyUsage::new(settings.access.last_used_interval),
+            scrubber: scrub::Scrubber::new(&settings.access.scrub_fields),
             redis,
             metrics: telemetry::metrics_handle(),
             settings: Arc::new(settings.clone()),

@@ -537,6 +537,15 @@ async fn resolve_reopen_and_delete_need_write_and_change_the_group() {
     .await
     .unwrap();
     assert_eq!((events, counts, resolutions), (0, 0, 0));
+    // The hourly totals lost exactly the deleted group's occurrences.
+    let (hourly, minutes): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(count) FROM error_counts_hour)::bigint,
+                (SELECT sum(count) FROM error_counts_minute)::bigint",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((hourly, minutes), (8, 8));
     assert_eq!(get_json(&app, "/api/errors").await["total"], 4);
     for bad in ["/api/errors/xyz/resolve", "/api/errors/xyz/reopen"] {
         assert_eq!(call(&app, Method::PUT, bad, &app.key).await.status(), 400);
@@ -569,6 +578,9 @@ async fn stats_match_hand_computed_figures() {
         ("one", 90),
         ("two", 60 * 20),
         ("two", 60 * 23),
+        // Either side of the 24-hour boundary (inside and outside the partial first hour).
+        ("two", 60 * 24 - 1),
+        ("two", 60 * 24 + 1),
         ("three", 60 * 24 * 3),
         ("three", 60 * 24 * 9),
         ("three", 60 * 24 * 40),
@@ -607,11 +619,11 @@ async fn stats_match_hand_computed_figures() {
     assert_eq!(s["errors_this_week"], count_since(week));
     assert_eq!(s["errors_this_month"], count_since(month));
     let last_24h = count_since(now - ChronoDuration::hours(24));
-    assert_eq!(last_24h, 5);
-    assert_eq!(s["events_24h"], 5);
+    assert_eq!(last_24h, 6);
+    assert_eq!(s["events_24h"], 6);
     assert_eq!(
         s["error_rate_24h"],
-        json!(((5.0f64 / 24.0) * 100.0).round() / 100.0)
+        json!(((6.0f64 / 24.0) * 100.0).round() / 100.0)
     );
     assert_eq!(s["resolution_rate"], json!(33.3));
     let avg = s["avg_resolution_seconds"].as_f64().unwrap();

@@ -416,20 +416,67 @@ async fn an_oversized_body_and_a_zip_bomb_get_413() {
     app2.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_rate_limited_sdk_gets_429_with_the_sentry_rate_limit_header() {
+    let app = TestApp::spawn_with(|s| {
+        s.access.ingest_limit = 2;
+        s.access.window = Duration::from_secs(60);
+    })
+    .await;
+    let body = || envelope(json!({}), &[("event", br#"{"message":"x"}"#.to_vec())]);
+    let key = [("x-sentry-auth", auth(&app.key))];
+    for remaining in ["1", "0"] {
+        let sent = post(&app, ENVELOPE, &key, body()).await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        assert_eq!(sent.headers["x-ratelimit-remaining"], remaining);
+    }
+    // The key may also come from the envelope: it is counted against the same budget.
+    let dsn = format!("http://{}@127.0.0.1/1", app.key);
+    let in_body = envelope(
+        json!({"dsn": dsn}),
+        &[("event", br#"{"message":"x"}"#.to_vec())],
+    );
+    let sent = post(&app, ENVELOPE, &[], in_body).await;
+    assert_eq!(sent.status, 429, "{}", sent.body);
+    let retry_after: u64 = sent.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(
+        sent.headers["x-sentry-rate-limits"].to_str().unwrap(),
+        format!("{retry_after}::key")
+    );
+    assert_eq!(sent.body["code"], "throttled");
+    assert_eq!(
+        app.queue_depth().await,
+        2,
+        "the refused event was not queued"
+    );
+    app.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The official Python SDK
 // ---------------------------------------------------------------------------------------------
 
-/// A virtualenv with `sentry-sdk` from PyPI, made once under `target/` and reused. Built in a
+/// A virtualenv with `sentry-sdk` (and `brotli`) from PyPI, made once under `target/tmp/` and reused. Built in a
 /// side directory and renamed into place, so an interrupted install is never mistaken for a
 /// finished one.
 async fn python_with_sentry_sdk() -> PathBuf {
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    // Tests of one process share it; the first one builds it.
+    static VENV: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    VENV.get_or_init(build_venv).await.clone()
+}
+
+async fn build_venv() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let venv = target.join("sentry-venv");
     let python = venv.join("bin/python");
     let ready = |python: &PathBuf| {
         std::process::Command::new(python)
-            .args(["-c", "import sentry_sdk"])
+            .args(["-c", "import sentry_sdk, brotli"])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -469,19 +516,24 @@ async fn python_with_sentry_sdk() -> PathBuf {
                     "--quiet",
                     "--disable-pip-version-check",
                     "sentry-sdk>=2,<3",
+                    "brotli",
                 ],
             );
         }
     })
     .await
     .expect("venv set-up");
+    if !ready(&python) {
+        // An environment from an older version of this test (or a broken one): replace it.
+        let _ = std::fs::remove_dir_all(&venv);
+    }
     if std::fs::rename(&building, &venv).is_err() {
         // Another run finished first: use its environment.
         let _ = std::fs::remove_dir_all(&building);
     }
     assert!(
         ready(&python),
-        "sentry-sdk is not importable from {}",
+        "sentry-sdk and brotli are not importable from {}",
         venv.display()
     );
     python
@@ -489,6 +541,17 @@ async fn python_with_sentry_sdk() -> PathBuf {
 
 #[tokio::test]
 async fn the_python_sentry_sdk_reports_through_a_faultline_dsn() {
+    python_scenario("gzip").await;
+}
+
+#[tokio::test]
+async fn the_python_sentry_sdk_sending_brotli_is_understood() {
+    python_scenario("br").await;
+}
+
+/// Runs `capture.py` with the SDK compressing its envelopes with `compression`, then reads the
+/// groups it made through the read API.
+async fn python_scenario(compression: &str) {
     let python = python_with_sentry_sdk().await;
     let app = TestApp::spawn_with_worker().await;
     let port = app.addr.rsplit(':').next().unwrap();
@@ -499,6 +562,7 @@ async fn the_python_sentry_sdk_reports_through_a_faultline_dsn() {
         tokio::process::Command::new(&python)
             .arg(&script)
             .env("SENTRY_DSN", &dsn)
+            .env("SENTRY_COMPRESSION", compression)
             .output(),
     )
     .await
@@ -563,5 +627,15 @@ async fn the_python_sentry_sdk_reports_through_a_faultline_dsn() {
         "{stack}"
     );
     assert!(log.contains("sentry-sdk 2."), "{log}");
+    // The SDK did compress as asked (the counter is per process: other tests send no brotli).
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let label = format!("ingest_sentry_requests_total{{encoding=\"{compression}\"}}");
+    assert!(metrics.contains(&label), "{label} not in /metrics");
     app.shutdown().await;
 }

@@ -88,7 +88,7 @@ pub struct IngestSettings {
     /// How often ingest records a health check of its dependencies (uptime and availability are
     /// computed from these records).
     pub health_check_interval: Duration,
-    /// Rate limits and API-key bookkeeping.
+    /// Rate limits, API-key bookkeeping and the scrubbing of secrets from events.
     pub access: AccessSettings,
 }
 
@@ -108,6 +108,9 @@ pub struct AccessSettings {
     pub last_used_interval: Duration,
     /// How often pending `last_used` times are written, in one statement.
     pub last_used_flush: Duration,
+    /// Context keys (fragments, case-insensitive) whose values ingest filters out of events, in
+    /// addition to the built-in list (password, secret, token, authorization, cookie, ...).
+    pub scrub_fields: Vec<String>,
 }
 
 impl Default for AccessSettings {
@@ -119,6 +122,7 @@ impl Default for AccessSettings {
             window: Duration::from_secs(60),
             last_used_interval: Duration::from_secs(60),
             last_used_flush: Duration::from_secs(10),
+            scrub_fields: Vec::new(),
         }
     }
 }
@@ -135,6 +139,11 @@ impl AccessSettings {
             last_used_flush: Duration::from_secs(
                 parse_or("KEY_LAST_USED_FLUSH_SECS", 10u64)?.max(1),
             ),
+            scrub_fields: var_or("SCRUB_FIELDS", "")
+                .split(',')
+                .map(|f| f.trim().to_string())
+                .filter(|f| !f.is_empty())
+                .collect(),
         })
     }
 }

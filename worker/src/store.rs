@@ -178,6 +178,23 @@ pub async fn upsert_rollups(conn: &mut PgConnection, rows: &RollupRows) -> Resul
     .bind(&rows.count)
     .execute(&mut *conn)
     .await?;
+    // The hourly totals behind stats and trends (no group: a few rows per project and hour).
+    // Key order keeps concurrent workers from deadlocking on them.
+    sqlx::query(
+        "INSERT INTO error_counts_hour AS h (project_id, hour, level, environment, count)
+         SELECT p, date_trunc('hour', m, 'UTC'), l, e, sum(c)
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[]) AS t(p, m, l, e, c)
+         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+         ON CONFLICT (project_id, hour, level, environment)
+         DO UPDATE SET count = h.count + EXCLUDED.count",
+    )
+    .bind(&rows.project_id)
+    .bind(&rows.minute)
+    .bind(&rows.level)
+    .bind(&rows.environment)
+    .bind(&rows.count)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

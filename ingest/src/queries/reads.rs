@@ -343,6 +343,18 @@ pub async fn delete_group(
         .bind(project)
         .execute(&mut *tx)
         .await?;
+    sqlx::query(
+        "UPDATE error_counts_hour h SET count = h.count - d.n
+         FROM (SELECT date_trunc('hour', minute, 'UTC') AS hour, level, environment, sum(count) AS n
+               FROM error_counts_minute WHERE group_id = $1 AND project_id = $2
+               GROUP BY 1, 2, 3) d
+         WHERE h.project_id = $2 AND h.hour = d.hour AND h.level = d.level
+           AND h.environment = d.environment",
+    )
+    .bind(id)
+    .bind(project)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM error_counts_minute WHERE group_id = $1 AND project_id = $2")
         .bind(id)
         .bind(project)
@@ -370,8 +382,9 @@ pub struct StatsRow {
     pub avg_resolution_secs: Option<f64>,
 }
 
-/// Groups from `error_groups`, occurrences from the minute rollups (one range scan from the
-/// earliest boundary), resolution times from `error_resolutions`.
+/// Groups from `error_groups`; occurrences from the hourly counts (the boundaries of day, week and
+/// month are whole hours), plus the minute rollups for the part of the first hour of the last 24
+/// hours; resolution times from `error_resolutions`.
 #[tracing::instrument(skip_all, fields(%project))]
 pub async fn stats(
     pool: &PgPool,
@@ -385,13 +398,21 @@ pub async fn stats(
         "WITH g AS (
              SELECT count(*) AS total_groups, count(*) FILTER (WHERE resolved) AS resolved_groups
              FROM error_groups WHERE project_id = $1),
+         b AS (SELECT date_trunc('hour', $5::timestamptz, 'UTC') + interval '1 hour' AS full_from),
+         h AS (
+             SELECT COALESCE(sum(count) FILTER (WHERE hour >= $2), 0)::bigint AS events_today,
+                    COALESCE(sum(count) FILTER (WHERE hour >= $3), 0)::bigint AS events_week,
+                    COALESCE(sum(count) FILTER (WHERE hour >= $4), 0)::bigint AS events_month,
+                    COALESCE(sum(count) FILTER (WHERE hour >= b.full_from), 0)::bigint AS full_hours
+             FROM error_counts_hour, b
+             WHERE project_id = $1 AND hour >= LEAST($2, $3, $4, b.full_from)),
+         m AS (
+             SELECT COALESCE(sum(count), 0)::bigint AS partial_hour
+             FROM error_counts_minute, b
+             WHERE project_id = $1 AND minute >= $5 AND minute < b.full_from),
          c AS (
-             SELECT COALESCE(sum(count) FILTER (WHERE minute >= $2), 0)::bigint AS events_today,
-                    COALESCE(sum(count) FILTER (WHERE minute >= $3), 0)::bigint AS events_week,
-                    COALESCE(sum(count) FILTER (WHERE minute >= $4), 0)::bigint AS events_month,
-                    COALESCE(sum(count) FILTER (WHERE minute >= $5), 0)::bigint AS events_24h
-             FROM error_counts_minute
-             WHERE project_id = $1 AND minute >= LEAST($2, $3, $4, $5)),
+             SELECT events_today, events_week, events_month, full_hours + partial_hour AS events_24h
+             FROM h, m),
          r AS (
              SELECT count(*) AS resolutions,
                     avg(EXTRACT(EPOCH FROM resolved_at - opened_at))::float8 AS avg_resolution_secs
@@ -416,8 +437,8 @@ pub struct TrendRow {
 }
 
 /// Buckets of `unit` (hour, day, week, month; UTC-aligned, weeks start on Monday) from the one
-/// holding `from` to the one holding `to`, empty ones included. Occurrences come from the minute
-/// rollups; "critical" is the `error` level; resolved counts resolutions made in the bucket.
+/// holding `from` to the one holding `to`, empty ones included. Occurrences come from the hourly
+/// counts; "critical" is the `error` level; resolved counts resolutions made in the bucket.
 #[tracing::instrument(skip_all, fields(%project, unit))]
 pub async fn trends(
     pool: &PgPool,
@@ -432,10 +453,10 @@ pub async fn trends(
          buckets AS (
              SELECT generate_series(lo, hi, ('1 ' || $2)::interval) AS bucket FROM bounds),
          c AS (
-             SELECT date_trunc($2, minute, 'UTC') AS bucket, sum(count)::bigint AS n,
+             SELECT date_trunc($2, hour, 'UTC') AS bucket, sum(count)::bigint AS n,
                     (sum(count) FILTER (WHERE level = 'error'))::bigint AS crit
-             FROM error_counts_minute, bounds
-             WHERE project_id = $1 AND minute >= bounds.lo AND minute <= $4
+             FROM error_counts_hour, bounds
+             WHERE project_id = $1 AND hour >= bounds.lo AND hour <= $4
              GROUP BY 1),
          r AS (
              SELECT date_trunc($2, resolved_at, 'UTC') AS bucket, count(*)::bigint AS n

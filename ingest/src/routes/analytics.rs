@@ -49,6 +49,9 @@ fn calendar_bounds(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>, DateTim
 /// `resolution_rate` is the percentage of groups resolved; `avg_resolution_time` averages every
 /// recorded resolution (from the group's first sighting, regression or reopening to its
 /// resolution), `null` before the first one.
+#[utoipa::path(get, path = "/api/stats", tag = "analytics", summary = "Error statistics",
+    responses((status = 200, description = "Cached 5 min", body = super::openapi::Stats), (status = 304, description = "If-None-Match matched"), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn stats(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,6 +106,11 @@ pub async fn stats(
 /// `GET /api/analytics/trends?period=day|week|month|year&group_by=hour|day|week|month`
 /// (defaults week and day): one data point per UTC bucket from the bucket holding `now - period`
 /// to the current one, empty buckets included.
+#[utoipa::path(get, path = "/api/analytics/trends", tag = "analytics", summary = "Counts per UTC bucket, empty buckets included",
+    params(("period" = Option<String>, Query, description = "day, week (default), month or year"),
+           ("group_by" = Option<String>, Query, description = "hour, day (default), week or month")),
+    responses((status = 200, description = "Cached 5 min", body = super::openapi::Trends), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn trends(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,6 +168,10 @@ pub async fn trends(
 /// and p95/p99 latency, throughput, share of 5xx answers), availability from the health checks
 /// of the last 24 hours, and `performance_score` (0–10) =
 /// 10 × availability × (1 − 5xx share) × min(1, 200 ms / average latency).
+#[utoipa::path(get, path = "/api/analytics/performance", tag = "analytics",
+    summary = "This instance's latency, throughput and 5xx rate over the last hour; availability from health checks",
+    responses((status = 200, description = "avg_response_time (ms), p95/p99, error_rate_percent, throughput_rpm, availability_percent, performance_score; cached 1 min"), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn performance(
     State(state): State<AppState>,
     caller: Caller,

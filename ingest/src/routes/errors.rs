@@ -30,6 +30,23 @@ fn parse_level(s: &str) -> Option<Level> {
 /// `GET /api/errors`: filters `level`, `source`, `environment`, `resolved`, `q` (text in the
 /// message), `since`/`until` (on `last_seen`); `sort` = last_seen | first_seen | count with
 /// `order` = desc | asc (or `sort=-count` style); `limit` 1–100 (default 50) and `offset`.
+#[utoipa::path(get, path = "/api/errors", tag = "errors", summary = "List errors (groups), filtered, sorted and paged",
+    params(
+        ("limit" = Option<i64>, Query, description = "1-100, default 50"),
+        ("offset" = Option<i64>, Query, description = "0 or more, default 0"),
+        ("level" = Option<String>, Query, description = "error, warning, info or debug"),
+        ("source" = Option<String>, Query, description = "exact source, e.g. backend"),
+        ("environment" = Option<String>, Query, description = "exact environment"),
+        ("resolved" = Option<bool>, Query, description = "true or false"),
+        ("q" = Option<String>, Query, description = "text contained in the message (case-insensitive)"),
+        ("since" = Option<String>, Query, description = "RFC 3339; last_seen at or after"),
+        ("until" = Option<String>, Query, description = "RFC 3339; last_seen at or before"),
+        ("sort" = Option<String>, Query, description = "last_seen (default), first_seen or count; a leading - means descending"),
+        ("order" = Option<String>, Query, description = "desc (default) or asc"),
+    ),
+    responses((status = 200, description = "`{data: ErrorList, status}`; cached 2 min", body = super::openapi::ErrorList),
+              (status = 304, description = "If-None-Match matched the ETag"), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn list_errors(
     State(state): State<AppState>,
     caller: Caller,
@@ -113,6 +130,12 @@ fn parse_list_query(raw: RawQuery) -> Result<ErrorQuery, ApiError> {
 }
 
 /// `GET /api/errors/{id}`: the group, why its events were grouped, and its latest occurrences.
+#[utoipa::path(get, path = "/api/errors/{id}", tag = "errors",
+    summary = "One error with its grouping (normalised message, frames, version) and latest occurrences",
+    params(("id" = String, Path, description = "Error (group) id, a UUID")),
+    responses((status = 200, description = "ErrorObject plus `grouping`, `events_stored`, `recent_events`", body = super::openapi::ErrorObject),
+              (status = 304, description = "If-None-Match matched"), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 404, description = "No such error in the caller's project", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn get_error(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,6 +170,11 @@ pub async fn get_error(
 
 /// `GET /api/errors/{id}/events`: every stored occurrence of the group, newest first, paged with
 /// `limit` (1–100, default 50) and `offset`.
+#[utoipa::path(get, path = "/api/errors/{id}/events", tag = "errors",
+    summary = "Every stored occurrence of an error, newest first",
+    params(("id" = String, Path, description = "Error (group) id, a UUID"), ("limit" = Option<i64>, Query, description = "1-100, default 50"), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "`{events, total, page, limit, offset}`"), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 404, description = "No such error in the caller's project", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn list_error_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -186,6 +214,10 @@ pub async fn list_error_events(
 }
 
 /// `PUT /api/errors/{id}/resolve`: idempotent; the resolution time is recorded for statistics.
+#[utoipa::path(put, path = "/api/errors/{id}/resolve", tag = "errors",
+    summary = "Mark an error resolved (idempotent; needs write)", params(("id" = String, Path, description = "Error (group) id, a UUID")),
+    responses((status = 200, description = "`{data: {id, status: \"resolved\"}, status}`"), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 404, description = "No such error in the caller's project", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn resolve_error(
     State(state): State<AppState>,
     caller: Caller,
@@ -201,6 +233,10 @@ pub async fn resolve_error(
 }
 
 /// `PUT /api/errors/{id}/reopen`: the inverse of resolve; idempotent.
+#[utoipa::path(put, path = "/api/errors/{id}/reopen", tag = "errors",
+    summary = "Reopen a resolved error (idempotent; needs write)", params(("id" = String, Path, description = "Error (group) id, a UUID")),
+    responses((status = 200, description = "`{data: {id, status: \"unresolved\"}, status}`"), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 404, description = "No such error in the caller's project", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn reopen_error(
     State(state): State<AppState>,
     caller: Caller,
@@ -216,6 +252,10 @@ pub async fn reopen_error(
 }
 
 /// `DELETE /api/errors/{id}`: 204; the group's events and minute counts go with it.
+#[utoipa::path(delete, path = "/api/errors/{id}", tag = "errors",
+    summary = "Delete an error with its events and counts (needs write)", params(("id" = String, Path, description = "Error (group) id, a UUID")),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 404, description = "No such error in the caller's project", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn delete_error(
     State(state): State<AppState>,
     caller: Caller,

@@ -94,7 +94,8 @@ pub async fn create_error(
         ApiError::validation("the event is invalid", Value::Object(details))
     })?;
     let origin = origin(&state, &headers, Some(peer));
-    let event = stamp(event, caller.project_id, &origin);
+    let mut event = stamp(event, caller.project_id, &origin);
+    state.scrubber.scrub_event(&mut event);
     let id = event.event_id;
     state
         .publisher
@@ -147,7 +148,8 @@ pub async fn create_errors_batch(
     for (index, item) in items.iter().enumerate() {
         match validate_event(item) {
             Ok(event) => {
-                let event = stamp(event, caller.project_id, &origin);
+                let mut event = stamp(event, caller.project_id, &origin);
+                state.scrubber.scrub_event(&mut event);
                 payloads.push(serialise(&event)?);
                 results.push(json!({"index": index, "status": "accepted", "id": event.event_id}));
             }

@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod integrations;
 mod monitoring;
+mod openapi;
 mod params;
 mod projects;
 mod sentry;
@@ -96,7 +97,9 @@ pub fn router(state: AppState) -> Router {
     // Operations: unauthenticated health and metrics.
     let ops = Router::new()
         .route("/health", get(health::health))
-        .route("/metrics", get(health::metrics));
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs_page));
 
     Router::new()
         .merge(sdk)

@@ -34,6 +34,10 @@ fn display_name(component: &str) -> &'static str {
 /// ingest to visible of its last batch. `overall_health` is `unhealthy` when events cannot be
 /// taken or processed (Postgres, RabbitMQ or every worker down), `degraded` when something else
 /// is down, else `healthy`.
+#[utoipa::path(get, path = "/api/monitoring/services", tag = "monitoring",
+    summary = "Postgres, Redis, RabbitMQ, worker and alerter: status, measured response time, 24 h uptime, details",
+    responses((status = 200, description = "`{services: [...], overall_health}`; cached 30 s"), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn services(
     State(state): State<AppState>,
     caller: Caller,
@@ -115,6 +119,11 @@ async fn service_json(
 /// `GET /api/monitoring/metrics?timeframe=1h|6h|24h|7d|30d` (default 1h): CPU, memory, disk and
 /// network of the host from the OS, established connections to this API, and this instance's
 /// requests per minute averaged over the time frame (or since start, if shorter).
+#[utoipa::path(get, path = "/api/monitoring/metrics", tag = "monitoring",
+    summary = "Host CPU, memory, disk and network; connections; requests per minute",
+    params(("timeframe" = Option<String>, Query, description = "1h (default), 6h, 24h, 7d or 30d")),
+    responses((status = 200, description = "Cached 30 s"), (status = 400, description = "A bad parameter, named in `details`", body = super::openapi::ErrorBody), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn metrics(
     State(state): State<AppState>,
     caller: Caller,
@@ -165,6 +174,10 @@ pub async fn metrics(
 /// `current_uptime_hours` runs from the first healthy check after the last unhealthy one (this
 /// process's own uptime when nothing was recorded yet); an incident is a healthy check followed by
 /// an unhealthy one.
+#[utoipa::path(get, path = "/api/monitoring/uptime", tag = "monitoring",
+    summary = "Uptime from the recorded health checks",
+    responses((status = 200, description = "current_uptime_hours, uptime_percent_24h/7d/30d, incidents_count, last_downtime; cached 5 min"), (status = 401, description = "Missing or invalid key", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the permission", body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn uptime(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,6 +7,7 @@ use super::events::{Origin, origin};
 use crate::{
     AppState,
     error::ApiError,
+    ratelimit::{Decision, Scope},
     sentry::{
         auth::{key_from_auth_header, key_from_dsn, key_from_query, parse_project},
         body::{Encoding, decode_blocking},
@@ -33,6 +34,8 @@ use uuid::Uuid;
 struct Preamble {
     project: Uuid,
     key: Option<String>,
+    /// An `X-API-Key` request was counted by the rate-limit middleware already.
+    counted: bool,
     origin: Origin,
 }
 
@@ -57,12 +60,20 @@ fn preamble(
     Ok(Preamble {
         project,
         key,
+        counted: headers.contains_key("x-api-key"),
         origin: origin(state, headers, Some(peer)),
     })
 }
 
-/// Checks the key: known, active, allowed to ingest, and of the project in the path.
-async fn authenticate(state: &AppState, raw: Option<&str>, project: Uuid) -> Result<(), ApiError> {
+/// Checks the key (known, active, allowed to ingest, of the project in the path) and counts the
+/// request against its ingest rate limit, as the rate-limit middleware does for `X-API-Key`
+/// requests (it leaves Sentry requests to us: their key may be in the body). The decision's
+/// `X-RateLimit-*` headers go on the answer.
+async fn authenticate(
+    state: &AppState,
+    req: &Preamble,
+    raw: Option<&str>,
+) -> Result<Option<Decision>, ApiError> {
     let raw = raw.ok_or(ApiError::Unauthorized(
         "missing Sentry key (X-Sentry-Auth header, sentry_key parameter or envelope dsn)",
     ))?;
@@ -78,10 +89,27 @@ async fn authenticate(state: &AppState, raw: Option<&str>, project: Uuid) -> Res
             required: Permission::Ingest.as_str(),
         });
     }
-    if record.project_id != project {
+    if record.project_id != req.project {
         return Err(ApiError::WrongProject);
     }
-    Ok(())
+    if req.counted {
+        return Ok(None);
+    }
+    state.key_usage.touch(record.id);
+    let decision = state.limiter.check(&record, Scope::Ingest).await;
+    if let Some(d) = decision.filter(|d| !d.allowed) {
+        metrics::counter!("rate_limit_decisions_total", "scope" => "ingest", "outcome" => "throttled")
+            .increment(1);
+        metrics::counter!("ingest_events_rejected_total", "reason" => "rate_limited").increment(1);
+        return Err(ApiError::Throttled {
+            wait_seconds: d.wait_seconds.max(1),
+        });
+    }
+    if decision.is_some() {
+        metrics::counter!("rate_limit_decisions_total", "scope" => "ingest", "outcome" => "allowed")
+            .increment(1);
+    }
+    Ok(decision)
 }
 
 /// The body, decoded, within `max_body_bytes` both before and after decoding.
@@ -92,6 +120,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok()),
     )?;
+    metrics::counter!("ingest_sentry_requests_total", "encoding" => encoding.as_str()).increment(1);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -166,8 +195,9 @@ pub async fn envelope(
 ) -> Result<Response, ApiError> {
     let req = preamble(&state, &project, query.as_deref(), &headers, peer)?;
     // A key in the headers is checked before the body is read and decoded.
+    let mut decision = None;
     if req.key.is_some() {
-        authenticate(&state, req.key.as_deref(), req.project).await?;
+        decision = authenticate(&state, &req, req.key.as_deref()).await?;
     }
     let body = read_body(&state, &headers, body).await?;
     let envelope = envelope::parse(&body).map_err(|e| invalid(e.to_string()))?;
@@ -178,7 +208,7 @@ pub async fn envelope(
             .and_then(Value::as_str)
             .and_then(key_from_dsn)
             .map(|(key, _)| key);
-        authenticate(&state, from_dsn.as_deref(), req.project).await?;
+        decision = authenticate(&state, &req, from_dsn.as_deref()).await?;
     }
     let header_id = envelope
         .header
@@ -202,7 +232,7 @@ pub async fn envelope(
     }
     publish(&state, payloads).await?;
     let id = ids.first().copied().or(header_id);
-    Ok(answer(id))
+    Ok(answer(id, decision))
 }
 
 /// `POST /api/{project}/store/`: one JSON event, as SDKs from before envelopes send it.
@@ -215,23 +245,27 @@ pub async fn store(
     body: Body,
 ) -> Result<Response, ApiError> {
     let req = preamble(&state, &project, query.as_deref(), &headers, peer)?;
-    authenticate(&state, req.key.as_deref(), req.project).await?;
+    let decision = authenticate(&state, &req, req.key.as_deref()).await?;
     let body = read_body(&state, &headers, body).await?;
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let event = map_event(&value, &received(req.project, &req.origin, None)).map_err(invalid)?;
     let id = event.event_id;
     publish(&state, vec![serialise(&event)?]).await?;
-    Ok(answer(Some(id)))
+    Ok(answer(Some(id), decision))
 }
 
 /// Sentry's answer: the event id without dashes.
-fn answer(id: Option<Uuid>) -> Response {
+fn answer(id: Option<Uuid>, decision: Option<Decision>) -> Response {
     let body = match id {
         Some(id) => json!({ "id": id.simple().to_string() }),
         None => json!({}),
     };
-    (StatusCode::OK, Json(body)).into_response()
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    if let Some(d) = decision {
+        d.write_headers(response.headers_mut());
+    }
+    response
 }
 
 /// Gives every 429 of the Sentry routes an `X-Sentry-Rate-Limits` header (all categories, scoped

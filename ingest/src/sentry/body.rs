@@ -17,6 +17,16 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The name used in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+            Encoding::Brotli => "br",
+        }
+    }
+
     /// Reads a `Content-Encoding` header (absent means identity). A chain of encodings is refused:
     /// no SDK sends one.
     pub fn from_header(value: Option<&str>) -> Result<Self, ApiError> {

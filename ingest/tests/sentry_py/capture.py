@@ -3,6 +3,8 @@
 SENTRY_DSN is a Faultline DSN. Captures the same exception twice from one line (one group, count
 2), the same exception type with another message from another function (a second group), and a
 message (a third group); then flushes, so every envelope was answered before the process exits.
+SENTRY_COMPRESSION picks the body encoding: "gzip" or "br" (the SDK's default when the brotli
+module is installed, as it often is).
 """
 
 import os
@@ -26,6 +28,7 @@ def main():
         release="shop@1.4.2",
         server_name="test-host",
         debug=True,
+        _experiments={"transport_compression_algo": os.environ.get("SENTRY_COMPRESSION", "gzip")},
     )
     sentry_sdk.set_tag("tenant", "acme")
     sentry_sdk.set_user({"id": "42"})
