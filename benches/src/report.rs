@@ -29,6 +29,9 @@ pub struct StackInfo {
     pub queue_prefix: String,
     pub ingest: Option<Memory>,
     pub worker: Option<Memory>,
+    /// `[seconds since the load began, ingest RSS KiB, worker RSS KiB]` every 5 s through load
+    /// and drain, to tell a plateau from a leak on long runs.
+    pub rss_timeline: Vec<[u64; 3]>,
     /// Where the time went, from the services' `/metrics` at the end of the run.
     pub ingest_metrics: BTreeMap<String, f64>,
     pub worker_metrics: BTreeMap<String, f64>,
@@ -284,6 +287,21 @@ pub fn human(r: &RunResult) -> String {
             mem(&st.ingest),
             mem(&st.worker)
         );
+        if let (Some(first), Some(last)) = (st.rss_timeline.first(), st.rss_timeline.last()) {
+            let peak = |i: usize| st.rss_timeline.iter().map(|x| x[i]).max().unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "  rss over time (MiB, every 5 s): ingest {:.1} at {} s, max {:.1}, {:.1} at {} s; worker {:.1}, max {:.1}, {:.1}",
+                first[1] as f64 / 1024.0,
+                first[0],
+                peak(1) as f64 / 1024.0,
+                last[1] as f64 / 1024.0,
+                last[0],
+                first[2] as f64 / 1024.0,
+                peak(2) as f64 / 1024.0,
+                last[2] as f64 / 1024.0,
+            );
+        }
         let w = &st.worker_metrics;
         let i = &st.ingest_metrics;
         let _ = writeln!(

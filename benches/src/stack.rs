@@ -11,6 +11,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 use tokio::{
@@ -128,6 +129,21 @@ async fn health_ok(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(2), attempt).await,
         Ok(Ok(true))
     )
+}
+
+/// How often the RSS of ingest and worker is sampled, to see whether it stays flat.
+const RSS_EVERY: Duration = Duration::from_secs(5);
+
+/// Appends `[seconds, ingest KiB, worker KiB]` every `RSS_EVERY` until aborted.
+async fn sample_rss(ingest: Option<u32>, worker: Option<u32>, into: Arc<Mutex<Vec<[u64; 3]>>>) {
+    let start = Instant::now();
+    let rss = |pid: Option<u32>| pid.and_then(sysstat::memory).map_or(0, |m| m.rss_kib);
+    loop {
+        if let Ok(mut t) = into.lock() {
+            t.push([start.elapsed().as_secs(), rss(ingest), rss(worker)]);
+        }
+        tokio::time::sleep(RSS_EVERY).await;
+    }
 }
 
 /// Series of `/metrics` that say where the time went (means come from `_sum` / `_count`).
@@ -284,13 +300,17 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
     run_args.key = key;
     run_args.database_url = Some(db_url);
     run_args.project = Some(PROJECT.to_string());
+    let timeline = Arc::new(Mutex::new(Vec::new()));
+    let sampler = tokio::spawn(sample_rss(ingest.pid(), worker.pid(), timeline.clone()));
     let result = crate::report::run_against(&run_args, None).await;
+    sampler.abort();
 
     let info = StackInfo {
         database: args.bench_database.clone(),
         queue_prefix: prefix.clone(),
         ingest: ingest.pid().and_then(sysstat::memory),
         worker: worker.pid().and_then(sysstat::memory),
+        rss_timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         ingest_metrics: scrape(ingest_port).await,
         worker_metrics: scrape(worker_port).await,
     };
