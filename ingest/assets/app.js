@@ -6,6 +6,7 @@ import { errorPanel, h, replace } from "./ui.js";
 import * as errorsView from "./views/errors.js";
 import * as detailView from "./views/detail.js";
 import * as overviewView from "./views/overview.js";
+import * as alertsView from "./views/alerts.js";
 import * as healthView from "./views/health.js";
 import * as settingsView from "./views/settings.js";
 
@@ -43,7 +44,7 @@ let renderSeq = 0;
 
 function pickView(route) {
   if (route.name === "errors" && route.id) return detailView;
-  return { errors: errorsView, overview: overviewView, health: healthView, settings: settingsView }[route.name];
+  return { errors: errorsView, overview: overviewView, alerts: alertsView, health: healthView, settings: settingsView }[route.name];
 }
 
 async function render() {

@@ -81,9 +81,11 @@ export function badge(text, kind = text) {
   return h("span", { class: `badge badge-${kind}` }, text);
 }
 
-/** A field of a form: <label>text <control></label>. */
+let fieldSeq = 0;
+/** A labelled control; the label points at it with `for`, so its accessible name is the label alone. */
 export function field(label, control) {
-  return h("label", { class: "field" }, h("span", {}, label), control);
+  if (!control.id) control.id = `field-${++fieldSeq}`;
+  return h("div", { class: "field" }, h("label", { for: control.id }, label), control);
 }
 
 export function select(name, options, value) {

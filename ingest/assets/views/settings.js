@@ -10,6 +10,7 @@ export function mount(root, _route, { api }) {
   const created = h("div", { id: "created-key", "aria-live": "polite" });
   const team = h("div", { id: "team" });
   const projects = h("div", { id: "projects" });
+  const integrations = h("div", { id: "integrations" });
   const keyOut = h("div", { "aria-live": "polite" });
   const teamOut = h("div", { "aria-live": "polite" });
 
@@ -29,6 +30,7 @@ export function mount(root, _route, { api }) {
       const k = await api("/api/settings/api-keys", { method: "POST", body: { name: String(data.get("name")).trim(), permissions } });
       replace(keyOut);
       replace(created, shownOnce(k));
+      created.dataset.keyId = k.id;
       keyForm.reset();
       created.querySelector("button")?.focus();
       await loadKeys();
@@ -62,6 +64,7 @@ export function mount(root, _route, { api }) {
     h("section", { class: "panel" }, h("h2", {}, "API keys"), keyForm, keyOut, created, keys),
     h("section", { class: "panel" }, h("h2", {}, "Team"), inviteForm, teamOut, team),
     h("section", { class: "panel" }, h("h2", {}, "Projects"), projects),
+    h("section", { class: "panel" }, h("h2", {}, "Integrations"), integrations),
   );
 
   async function loadKeys() {
@@ -77,6 +80,10 @@ export function mount(root, _route, { api }) {
   async function loadTeam() {
     try {
       const d = await api("/api/settings/team");
+      if (!d.members.length) {
+        replace(team, h("p", { class: "muted" }, "No members yet: invite someone."));
+        return;
+      }
       replace(team, h("table", {},
         h("thead", {}, h("tr", {}, ["Name", "E-mail", "Role", "Status", "Last active"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, d.members.map((m) => h("tr", {}, h("td", {}, m.name || "—"), h("td", {}, m.email), h("td", {}, m.role), h("td", {}, badge(m.status)), h("td", {}, ago(m.last_active))))),
@@ -97,6 +104,16 @@ export function mount(root, _route, { api }) {
     }
   }
 
+  async function loadIntegrations() {
+    try {
+      const d = await api("/api/settings/integrations");
+      replace(integrations, d.integrations.map((i) => integrationCard(i, api, loadIntegrations)));
+    } catch (e) {
+      replace(integrations, errorPanel(e, "Could not load the integrations"));
+      if (e.kind !== "forbidden") throw e;
+    }
+  }
+
   function keyTable(list) {
     return h("table", { class: "keys" },
       h("thead", {}, h("tr", {}, ["Name", "Key", "Permissions", "Last used", "Expires", "Created", ""].map((c) => h("th", { scope: "col" }, c)))),
@@ -111,6 +128,10 @@ export function mount(root, _route, { api }) {
               await busy(yes, async () => {
                 await api(`/api/settings/api-keys/${encodeURIComponent(k.id)}`, { method: "DELETE" });
                 replace(keyOut, h("p", { class: "ok" }, `Revoked ${k.name}.`));
+                if (created.dataset.keyId === k.id) {
+                  replace(created);
+                  delete created.dataset.keyId;
+                }
                 await loadKeys();
               }, keyOut);
             },
@@ -132,7 +153,7 @@ export function mount(root, _route, { api }) {
     // a change (a key list that moves under the cursor is worse than one a few seconds old).
     if (loaded) return;
     loaded = true;
-    const results = await Promise.allSettled([loadKeys(), loadTeam(), loadProjects()]);
+    const results = await Promise.allSettled([loadKeys(), loadTeam(), loadProjects(), loadIntegrations()]);
     const failed = results.find((r) => r.status === "rejected");
     if (failed) {
       loaded = false;
@@ -176,3 +197,62 @@ function dsnFor(key, projectId) {
   }
 }
 
+
+/** The fields of each channel's config, as `validate_config` in the alerter reads them. */
+const CHANNEL_FIELDS = {
+  webhook: [["url", "URL", "url"], ["secret", "Signing secret (16+ characters; empty keeps the stored one)", "password"]],
+  slack: [["url", "Incoming webhook URL (empty keeps the stored one)", "password"], ["channel", "Channel", "text"]],
+  email: [["host", "SMTP server", "text"], ["port", "Port", "number"], ["tls", "TLS", "tls"], ["username", "User name", "text"],
+    ["password", "Password (empty keeps the stored one)", "password"], ["from", "From", "email"], ["recipients", "Recipients (comma-separated)", "text"]],
+};
+
+function integrationCard(i, api, reload) {
+  const out = h("div", { "aria-live": "polite" });
+  const cfg = i.config || {};
+  const current = { host: cfg.smtp_server, from: cfg.from_email, url: cfg.url, ...cfg };
+  const inputs = CHANNEL_FIELDS[i.name].map(([name, label, type]) => {
+    const value = current[name];
+    const control = type === "tls"
+      ? select(`${i.name}-tls`, [["starttls", "STARTTLS"], ["tls", "TLS"], ["none", "None (local relay only)"]], value || "starttls")
+      : h("input", { name, type, value: type === "password" ? "" : Array.isArray(value) ? value.join(", ") : value ?? "", autocomplete: "off" });
+    control.name = name;
+    control.removeAttribute("id");
+    return field(label, control);
+  });
+  const enabled = h("input", { type: "checkbox", name: "enabled", checked: i.status === "not_configured" ? true : i.enabled });
+  const form = h("form", { class: "filters", "aria-label": `Configure ${i.name}` }, inputs, h("label", {}, enabled, " Enabled"), h("button", { type: "submit" }, "Save"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const d = new FormData(form);
+    const config = {};
+    for (const [name, , type] of CHANNEL_FIELDS[i.name]) {
+      const v = String(d.get(name) || "").trim();
+      if (!v) continue;
+      if (name === "recipients") config.recipients = v.split(",").map((x) => x.trim()).filter(Boolean);
+      else if (type === "number") config[name] = Number(v);
+      else config[name] = v;
+    }
+    await busy(form.querySelector("button"), async () => {
+      await api(`/api/settings/integrations/${i.name}`, { method: "PUT", body: { config, enabled: enabled.checked } });
+      await reload();
+    }, out);
+  });
+  const test = h("button", {
+    type: "button",
+    disabled: i.status === "not_configured",
+    async onclick() {
+      await busy(test, async () => {
+        const r = await api(`/api/settings/integrations/${i.name}/test`, { method: "POST" });
+        replace(out, r.success
+          ? h("p", { class: "ok" }, `Test sent${r.http_status ? ` (HTTP ${r.http_status})` : ""}.`)
+          : h("p", { class: "bad" }, `Test failed: ${r.error}${r.http_status ? ` (HTTP ${r.http_status})` : ""}`));
+      }, out);
+    },
+  }, "Send test");
+  return h("details", { class: "integration", dataset: { name: i.name } },
+    h("summary", {}, h("strong", {}, i.name), " ", badge(i.status.replace("_", " "), i.status),
+      i.last_test ? [" · last test ", ago(i.last_test), " ", i.last_test_ok ? badge("ok", "resolved") : badge("failed", "error")] : null,
+      i.health?.last_error ? h("span", { class: "bad small" }, ` · last error: ${i.health.last_error}`) : null),
+    form, h("p", {}, test), out,
+    i.last_test_error ? h("p", { class: "bad small" }, `Last test error: ${i.last_test_error}`) : null);
+}

@@ -74,6 +74,7 @@ static ASSETS: &[Asset] = &[
     asset!("views/errors.js", JS),
     asset!("views/detail.js", JS),
     asset!("views/overview.js", JS),
+    asset!("views/alerts.js", JS),
     asset!("views/health.js", JS),
     asset!("views/settings.js", JS),
     asset!("favicon.svg", "image/svg+xml"),

@@ -63,7 +63,7 @@ try {
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
-    if (m.type() === "error" && !/status of 40[134]/.test(m.text())) problems.push(`console error: ${m.text()}`);
+    if (m.type() === "error" && !/status of 40[134]|ERR_CONNECTION_REFUSED|net::ERR_FAILED/.test(m.text())) problems.push(`console error: ${m.text()}`);
   });
   const urls = [];
   page.on("framenavigated", (f) => {
@@ -237,8 +237,79 @@ try {
   await page.getByRole("button", { name: "Revoke browser-test key" }).click();
   await page.getByRole("button", { name: "Revoke for good" }).click();
   await page.waitForFunction((n) => document.querySelectorAll("#keys tbody tr").length === n, keysBefore);
-  check(true, "the new key is revoked");
+  await page.locator("#new-key-secret").waitFor({ state: "detached" });
+  check(true, "the new key is revoked and its secret no longer shown");
   if (SHOTS) await page.screenshot({ path: join(SHOTS, "settings.png"), fullPage: true });
+
+  step = "integrations: configure a webhook and send a test";
+  const webhook = page.locator("details.integration[data-name=webhook]");
+  await webhook.locator("summary").click();
+  await webhook.getByLabel("URL").fill("http://127.0.0.1:9/faultline-hook");
+  await webhook.getByLabel(/Signing secret/).fill("a-test-secret-of-enough-length");
+  await webhook.getByRole("button", { name: "Save" }).click();
+  await page.locator("details.integration[data-name=webhook] .badge-configured, details.integration[data-name=webhook] .badge-connected, details.integration[data-name=webhook] .badge-unhealthy").waitFor();
+  const webhook2 = page.locator("details.integration[data-name=webhook]");
+  if (!(await webhook2.getAttribute("open"))) await webhook2.locator("summary").click();
+  await webhook2.getByRole("button", { name: "Send test" }).click();
+  const outcome = webhook2.locator("p.ok, p.bad, .error-panel").first();
+  await outcome.waitFor({ timeout: 20_000 });
+  check(/Test (sent|failed)|refused|not allowed/i.test(await outcome.innerText()), `"Send test" reports its outcome: ${(await outcome.innerText()).split("\n")[0]}`);
+
+  step = "alerts: create, disable, edit and delete a rule";
+  await page.getByRole("link", { name: "Alerts" }).click();
+  await page.waitForURL(/#\/alerts/);
+  const ruleForm = page.locator("#rule-form");
+  await ruleForm.waitFor();
+  await page.locator("#rules").getByText(/No rules yet|Rule/).first().waitFor();
+  await ruleForm.getByLabel("Name", { exact: true }).fill("Database errors spike");
+  await ruleForm.getByLabel("Threshold", { exact: true }).fill("5");
+  await ruleForm.getByLabel("Window", { exact: true }).fill("5m");
+  await ruleForm.getByLabel("Level", { exact: true }).selectOption("error");
+  await ruleForm.getByLabel("webhook", { exact: true }).check();
+  await ruleForm.getByRole("button", { name: "Create rule" }).click();
+  const ruleRow = page.locator("#rules tbody tr", { hasText: "Database errors spike" });
+  await ruleRow.waitFor();
+  const condition = await ruleRow.locator("td.condition").innerText();
+  check(/5/.test(condition) && condition.length > 10, `the new rule reads: ${condition.split("\n")[0]}`);
+  await ruleRow.getByRole("checkbox").uncheck();
+  await page.getByText('Disabled "Database errors spike".').waitFor();
+  const ruleApi = await page.evaluate(async (key) => (await (await fetch("/api/alerts/rules", { headers: { "X-API-Key": key } })).json()).data.rules, KEY);
+  check(ruleApi.length === 1 && ruleApi[0].enabled === false, "disabling the rule is saved");
+  await page.getByRole("button", { name: "Edit rule Database errors spike" }).click();
+  await ruleForm.getByLabel("Threshold", { exact: true }).fill("7");
+  await ruleForm.getByRole("button", { name: "Save rule" }).click();
+  await page.waitForFunction(() => /7/.test(document.querySelector("#rules td.condition")?.textContent || ""));
+  check(true, "editing the threshold changes the condition");
+
+  step = "alerts: an incident's status changes";
+  const incidentStatus = await page.evaluate(async (key) => {
+    const r = await fetch("/api/alerts/incidents", {
+      method: "POST",
+      headers: { "X-API-Key": key, "Content-Type": "application/json" },
+      body: JSON.stringify({ title: "Checkout is failing", severity: "high", description: "made by the browser test" }),
+    });
+    return r.status;
+  }, KEY);
+  check(incidentStatus === 201, "an incident can be opened through the API");
+  const incidentRow = page.locator("#incidents tbody tr", { hasText: "Checkout is failing" });
+  await incidentRow.waitFor({ timeout: 15_000 });
+  await incidentRow.getByLabel("status of Checkout is failing").selectOption("investigating");
+  await page.getByText('"Checkout is failing": status is now investigating.').waitFor();
+  check(true, "the incident's status is changed from the page");
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, "alerts.png"), fullPage: true });
+  await page.getByRole("button", { name: "Delete rule Database errors spike" }).click();
+  await page.getByRole("button", { name: "Delete for good" }).click();
+  await page.locator("#rules").getByText("No rules yet.").waitFor();
+  check(true, "the rule is deleted");
+
+  step = "an unreachable API is reported";
+  await page.route("**/api/**", (route) => route.abort("connectionrefused"));
+  await page.locator("#connection[data-state=down]").waitFor({ timeout: 15_000 });
+  check((await page.locator("#connection").innerText()).includes("unreachable"), "the header says the API is unreachable");
+  check(await page.locator("#banner").isVisible(), "a banner explains it");
+  await page.unroute("**/api/**");
+  await page.locator("#connection[data-state=ok]").waitFor({ timeout: 15_000 });
+  check(true, "the page recovers by itself when the API is back");
 
   step = "the key never appears in a URL";
   check(urls.every((u) => !u.includes(KEY)), `no URL carried the key (${urls.length} navigations)`);
