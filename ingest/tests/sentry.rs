@@ -51,6 +51,7 @@ fn exception_event(id: Uuid, value: &str, function: &str) -> Vec<u8> {
         "release": "shop@2.0.0",
         "server_name": "web-1",
         "tags": {"tenant": "acme"},
+        "extra": {"db_password": "hunter2", "cart_items": 3},
         "request": {"url": "https://shop.example.com/pay", "method": "POST",
                     "headers": {"Authorization": "Bearer hunter2", "Cookie": "sid=9"}},
         "exception": {"values": [{
@@ -162,6 +163,11 @@ async fn a_gzipped_envelope_with_several_items_becomes_grouped_events() {
     let mut expected = vec![a, b];
     expected.sort();
     assert_eq!(ids, expected);
+    let (extra,): (Value,) = sqlx::query_as("SELECT extra FROM events LIMIT 1")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(extra, json!({"db_password": "[Filtered]", "cart_items": 3}));
     app.shutdown().await;
 }
 
@@ -242,6 +248,40 @@ async fn the_key_may_come_from_the_query_or_the_envelope_dsn_and_store_takes_leg
     let messages: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
     assert_eq!(messages, ["from dsn", "from query", "from store"]);
     assert!(groups.iter().all(|g| g.2 == "javascript"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_created_through_the_api_comes_with_a_working_dsn() {
+    let app = TestApp::spawn_with_worker().await;
+    let resp = app
+        .client
+        .post(format!("{}/api/settings/api-keys", app.addr))
+        .header("x-api-key", &app.key)
+        .json(&json!({"name": "python app", "permissions": ["ingest"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let key = created["data"]["api_key"].as_str().unwrap();
+    let dsn = created["data"]["dsn"].as_str().expect("dsn");
+    let port = app.addr.rsplit(':').next().unwrap();
+    assert_eq!(dsn, format!("http://{key}@127.0.0.1:{port}/1"));
+    // Used the way an SDK uses a DSN: key in the auth header, project in the path.
+    let (key, project) = dsn
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('@'))
+        .map(|(key, rest)| (key, rest.rsplit('/').next().unwrap()))
+        .unwrap();
+    let body = envelope(
+        json!({}),
+        &[("event", br#"{"message":"via dsn"}"#.to_vec())],
+    );
+    let path = format!("/api/{project}/envelope/");
+    let sent = post(&app, &path, &[("x-sentry-auth", auth(key))], body).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    app.wait_for_count(1, 30).await;
     app.shutdown().await;
 }
 

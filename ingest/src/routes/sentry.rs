@@ -167,6 +167,14 @@ async fn publish(state: &AppState, payloads: Vec<Vec<u8>>) -> Result<(), ApiErro
     Ok(())
 }
 
+/// The same secret filtering as native events get, plus the Sentry event's `extra`.
+fn scrub(state: &AppState, event: &mut faultline_shared::domain::ErrorEvent) {
+    state.scrubber.scrub_event(event);
+    if let Some(extra) = event.extra.as_mut() {
+        state.scrubber.scrub_value(extra);
+    }
+}
+
 fn serialise(event: &faultline_shared::domain::ErrorEvent) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.into()))
 }
@@ -225,8 +233,9 @@ pub async fn envelope(
         }
         let value: Value = serde_json::from_slice(item.payload)
             .map_err(|e| invalid(format!("item {} is not a JSON event: {e}", index + 1)))?;
-        let event = map_event(&value, &received(req.project, &req.origin, header_id))
+        let mut event = map_event(&value, &received(req.project, &req.origin, header_id))
             .map_err(|e| invalid(format!("item {}: {e}", index + 1)))?;
+        scrub(&state, &mut event);
         ids.push(event.event_id);
         payloads.push(serialise(&event)?);
     }
@@ -249,7 +258,9 @@ pub async fn store(
     let body = read_body(&state, &headers, body).await?;
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let event = map_event(&value, &received(req.project, &req.origin, None)).map_err(invalid)?;
+    let mut event =
+        map_event(&value, &received(req.project, &req.origin, None)).map_err(invalid)?;
+    scrub(&state, &mut event);
     let id = event.event_id;
     publish(&state, vec![serialise(&event)?]).await?;
     Ok(answer(Some(id), decision))

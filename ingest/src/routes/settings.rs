@@ -210,6 +210,7 @@ fn parse_key_request(body: Value) -> Result<KeyRequest, ApiError> {
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Write)?;
@@ -249,6 +250,14 @@ pub async fn create_key(
     tracing::info!(key_id = %row.id, created_by = %caller.key_id, permissions = ?row.permissions, "API key created.");
     let mut data = row.to_json();
     data["api_key"] = Value::String(key.expose().to_string());
+    // The key is also a Sentry DSN (for the host this request reached).
+    if let Some(base) = crate::sentry::auth::base_url_of(&headers, state.settings.trust_proxy) {
+        data["dsn"] = Value::String(crate::sentry::auth::dsn(
+            &base,
+            key.expose(),
+            row.project_id,
+        ));
+    }
     Ok(success(StatusCode::CREATED, data))
 }
 

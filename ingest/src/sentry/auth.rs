@@ -20,6 +20,23 @@ pub fn dsn(public_url: &str, key: &str, project: Uuid) -> String {
     format!("{scheme}://{key}@{rest}/{}", project_segment(project))
 }
 
+/// Where the asking client reached ingest, for the DSN shown with a new key: its `Host`, over
+/// `https` when a trusted proxy says so (`X-Forwarded-Proto`). `None` without a usable `Host`.
+pub fn base_url_of(headers: &axum::http::HeaderMap, trust_proxy: bool) -> Option<String> {
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?.trim();
+    let plausible = |c: char| c.is_ascii_alphanumeric() || ".-:[]_".contains(c);
+    if host.is_empty() || host.len() > 255 || !host.chars().all(plausible) {
+        return None;
+    }
+    let scheme = trust_proxy
+        .then(|| headers.get("x-forwarded-proto")?.to_str().ok())
+        .flatten()
+        .map(str::trim)
+        .filter(|p| p.eq_ignore_ascii_case("https"))
+        .map_or("http", |_| "https");
+    Some(format!("{scheme}://{host}"))
+}
+
 /// Reads the project of a Sentry URL path: decimal (as in our DSNs) or a UUID.
 pub fn parse_project(segment: &str) -> Option<Uuid> {
     let segment = segment.trim();
@@ -119,6 +136,25 @@ mod tests {
             "k",
             faultline_shared::domain::DEFAULT_PROJECT_ID,
         )
+    }
+
+    #[test]
+    fn the_base_url_comes_from_the_host_and_a_trusted_proxy() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let mut h = HeaderMap::new();
+        assert_eq!(base_url_of(&h, false), None);
+        h.insert("host", HeaderValue::from_static("errors.example.com:8080"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(
+            base_url_of(&h, false).as_deref(),
+            Some("http://errors.example.com:8080")
+        );
+        assert_eq!(
+            base_url_of(&h, true).as_deref(),
+            Some("https://errors.example.com:8080")
+        );
+        h.insert("host", HeaderValue::from_static("evil.com/x@y"));
+        assert_eq!(base_url_of(&h, false), None);
     }
 
     #[test]
