@@ -7,6 +7,7 @@
 //! - [`auth`]: `X-API-Key` authentication with a short-TTL in-memory key cache.
 //! - [`ratelimit`]: per-key, per-scope rate limits (GCRA in one Redis Lua step; fails open).
 //! - [`key_usage`]: keys' `last_used`, coalesced (no database write per request).
+//! - [`cors`]: CORS for browser SDKs and dashboards on other origins (`CORS_ALLOWED_ORIGINS`).
 //! - [`scrub`]: filters secrets (sensitive context keys, card numbers) out of events before publish.
 //! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
 //! - [`error`]: `ApiError`, the one error body.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod cache;
 pub mod checks;
 pub mod cli;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod key_usage;
@@ -121,10 +123,12 @@ impl Application {
             instance: db::instance_name(),
             local_port: listener.local_addr().map(|a| a.port()).unwrap_or(0),
         };
-        let router = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            track_request,
-        ));
+        let router = routes::router(state.clone())
+            .layer(cors::layer(&settings.access.cors_origins))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                track_request,
+            ));
         let (background_stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(state.key_usage.clone().run(
             state.pool.clone(),

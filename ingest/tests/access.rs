@@ -714,3 +714,52 @@ async fn the_permission_matrix_is_enforced_endpoint_by_endpoint() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn browsers_on_allowed_origins_may_post_errors_and_others_get_no_cors_headers() {
+    let app =
+        TestApp::spawn_with(|s| s.access.cors_origins = vec!["https://app.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(Method::OPTIONS, format!("{}/api/errors", app.addr))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-api-key")
+            .send()
+    };
+    let resp = preflight("https://app.example").await.unwrap();
+    assert!(resp.status().is_success());
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = resp.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(allowed.contains("x-api-key"), "{allowed}");
+    let resp = preflight("https://evil.example").await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+
+    let resp = app
+        .client
+        .post(format!("{}/api/errors", app.addr))
+        .header("origin", "https://app.example")
+        .header("x-api-key", &app.key)
+        .header("content-type", "application/json")
+        .body(json!({"message": "from a browser", "source": "web"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let exposed = resp.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(exposed.contains("x-ratelimit-remaining"), "{exposed}");
+    app.shutdown().await;
+}

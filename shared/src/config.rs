@@ -20,6 +20,15 @@ pub fn var_or(name: &'static str, default: &str) -> String {
     }
 }
 
+/// Reads a comma-separated list; empty when unset.
+pub fn list(name: &'static str) -> Vec<String> {
+    var_or(name, "")
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
 /// Reads and parses `name`, falling back to `default` when unset or empty.
 pub fn parse_or<T>(name: &'static str, default: T) -> Result<T, ConfigError>
 where
@@ -111,6 +120,9 @@ pub struct AccessSettings {
     /// Context keys (fragments, case-insensitive) whose values ingest filters out of events, in
     /// addition to the built-in list (password, secret, token, authorization, cookie, ...).
     pub scrub_fields: Vec<String>,
+    /// Origins whose browser pages may call the API (CORS), e.g. a browser SDK posting errors;
+    /// `*` allows any origin; empty turns CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for AccessSettings {
@@ -123,6 +135,7 @@ impl Default for AccessSettings {
             last_used_interval: Duration::from_secs(60),
             last_used_flush: Duration::from_secs(10),
             scrub_fields: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -139,11 +152,8 @@ impl AccessSettings {
             last_used_flush: Duration::from_secs(
                 parse_or("KEY_LAST_USED_FLUSH_SECS", 10u64)?.max(1),
             ),
-            scrub_fields: var_or("SCRUB_FIELDS", "")
-                .split(',')
-                .map(|f| f.trim().to_string())
-                .filter(|f| !f.is_empty())
-                .collect(),
+            scrub_fields: list("SCRUB_FIELDS"),
+            cors_origins: list("CORS_ALLOWED_ORIGINS"),
         })
     }
 }
