@@ -12,8 +12,13 @@ CREATE INDEX error_groups_project_environment_last_seen_idx
     ON error_groups (project_id, environment, last_seen DESC);
 CREATE INDEX error_groups_project_resolved_last_seen_idx
     ON error_groups (project_id, resolved, last_seen DESC);
-CREATE INDEX error_groups_project_first_seen_idx ON error_groups (project_id, first_seen DESC);
-CREATE INDEX error_groups_project_count_idx ON error_groups (project_id, count DESC);
+-- The list's ORDER BY ends with id (a stable order for paging), so the sort indexes do too.
+CREATE INDEX error_groups_project_first_seen_idx ON error_groups (project_id, first_seen DESC, id DESC);
+CREATE INDEX error_groups_project_count_idx ON error_groups (project_id, count DESC, id DESC);
+-- `q` (text in the message, ILIKE '%...%') uses trigrams instead of reading every group.
+-- pg_trgm is a trusted extension: the database owner may create it.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX error_groups_message_trgm_idx ON error_groups USING gin (message gin_trgm_ops);
 CREATE INDEX error_groups_project_resolved_at_idx
     ON error_groups (project_id, resolved_at) WHERE resolved;
 
