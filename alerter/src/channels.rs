@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
@@ -282,10 +282,19 @@ fn is_private_v4(v4: Ipv4Addr) -> bool {
         || o[0] >= 240
 }
 
+/// A checked destination: the URL and, for a host name, the addresses it was checked against. The
+/// request is made to exactly those addresses, so a DNS answer that changes between the check and
+/// the connection (DNS rebinding) cannot redirect it to a private address.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: reqwest::Url,
+    pinned: Option<(String, Vec<SocketAddr>)>,
+}
+
 /// Refuses URLs that are not http(s) or whose host resolves to a loopback or private address,
 /// unless `allow_private` (development). Every resolved address must be public, so a name with one
 /// public and one private record is refused too.
-pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url, SendError> {
+pub async fn check_target(url: &str, allow_private: bool) -> Result<Target, SendError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|_| SendError::permanent("the configured URL is not a valid URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -294,7 +303,10 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url
         ));
     }
     if allow_private {
-        return Ok(parsed);
+        return Ok(Target {
+            url: parsed,
+            pinned: None,
+        });
     }
     let host = parsed
         .host_str()
@@ -303,25 +315,30 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url
         .trim_end_matches(']')
         .to_string();
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::lookup_host((host.as_str(), port)),
-        )
-        .await
-        .map_err(|_| SendError::new("resolving the target host timed out"))?
-        .map_err(|_| SendError::new("the target host could not be resolved"))?
-        .map(|a| a.ip())
-        .collect(),
+    let (addrs, is_name): (Vec<SocketAddr>, bool) = match host.parse::<IpAddr>() {
+        Ok(ip) => (vec![SocketAddr::new(ip, port)], false),
+        Err(_) => (
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| SendError::new("resolving the target host timed out"))?
+            .map_err(|_| SendError::new("the target host could not be resolved"))?
+            .collect(),
+            true,
+        ),
     };
-    if addrs.is_empty() || addrs.iter().any(|ip| is_private(*ip)) {
+    if addrs.is_empty() || addrs.iter().any(|a| is_private(a.ip())) {
         return Err(SendError::permanent(
             "refused: the target resolves to a loopback or private address \
              (set ALERTER_ALLOW_PRIVATE_TARGETS=true to allow, e.g. in development)",
         ));
     }
-    Ok(parsed)
+    Ok(Target {
+        url: parsed,
+        pinned: is_name.then_some((host, addrs)),
+    })
 }
 
 /// Seconds from a `Retry-After` header (the delay form; an HTTP date is not supported and ignored).
@@ -336,26 +353,52 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// The HTTP client every sender shares: a timeout on every call, no redirects (a redirect could
-/// lead past the SSRF check).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Faultline-Alerter/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client with rustls and no custom roots builds")
+}
+
+/// Outbound HTTP for the senders: a timeout on every call, no redirects (a redirect could lead past
+/// the SSRF check), and requests to a checked host name pinned to the checked addresses.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Http {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            client: client_builder(timeout)
+                .build()
+                .expect("a client with rustls and no custom roots builds"),
+            timeout,
+        }
+    }
+
+    fn client_for(&self, target: &Target) -> Result<reqwest::Client, SendError> {
+        match &target.pinned {
+            None => Ok(self.client.clone()),
+            Some((host, addrs)) => client_builder(self.timeout)
+                .resolve_to_addrs(host, addrs)
+                .build()
+                .map_err(|_| SendError::new("could not build the HTTP client")),
+        }
+    }
 }
 
 async fn post_json(
-    client: &reqwest::Client,
-    url: reqwest::Url,
+    http: &Http,
+    target: Target,
     body: Vec<u8>,
     headers: Vec<(&'static str, String)>,
 ) -> Result<Sent, SendError> {
+    let client = http.client_for(&target)?;
     let mut req = client
-        .post(url)
+        .post(target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
     for (name, value) in headers {
@@ -392,18 +435,18 @@ async fn post_json(
 
 /// Sends the payload as a signed JSON POST.
 pub async fn send_webhook(
-    client: &reqwest::Client,
+    http: &Http,
     config: &WebhookConfig,
     payload: &Value,
     idempotency_key: &str,
     allow_private: bool,
 ) -> Result<Sent, SendError> {
-    let url = check_target(&config.url, allow_private).await?;
+    let target = check_target(&config.url, allow_private).await?;
     let body = serde_json::to_vec(payload).map_err(|e| SendError::new(e.to_string()))?;
     let signature = sign(&config.secret, chrono::Utc::now().timestamp(), &body);
     post_json(
-        client,
-        url,
+        http,
+        target,
         body,
         vec![
             ("X-Faultline-Signature", signature),
@@ -416,21 +459,21 @@ pub async fn send_webhook(
 
 /// Sends a Slack incoming-webhook message.
 pub async fn send_slack(
-    client: &reqwest::Client,
+    http: &Http,
     config: &SlackConfig,
     payload: &Value,
     idempotency_key: &str,
     allow_private: bool,
 ) -> Result<Sent, SendError> {
-    let url = check_target(&config.url, allow_private).await?;
+    let target = check_target(&config.url, allow_private).await?;
     let mut message = json!({ "text": slack_text(payload) });
     if let Some(channel) = config.channel.as_deref().filter(|c| !c.is_empty()) {
         message["channel"] = json!(channel);
     }
     let body = serde_json::to_vec(&message).map_err(|e| SendError::new(e.to_string()))?;
     post_json(
-        client,
-        url,
+        http,
+        target,
         body,
         vec![("Idempotency-Key", idempotency_key.to_string())],
     )

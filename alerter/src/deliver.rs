@@ -70,14 +70,14 @@ impl DeliveryReport {
 /// Sends notifications; cheap to clone (the HTTP client is shared).
 #[derive(Clone)]
 pub struct Delivery {
-    client: reqwest::Client,
+    http: channels::Http,
     pub config: DeliveryConfig,
 }
 
 impl Delivery {
     pub fn new(config: DeliveryConfig) -> Self {
         Self {
-            client: channels::http_client(config.timeout),
+            http: channels::Http::new(config.timeout),
             config,
         }
     }
@@ -116,6 +116,22 @@ impl Delivery {
         c: Claimed,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Next> {
+        if c.abandoned {
+            // The previous attempt has no outcome: its alerter stopped mid-send. Record that, so
+            // the attempt history has no hole (the receiver may or may not have got it).
+            let rec = AttemptRecord {
+                notification_id: c.id,
+                project_id: c.project_id,
+                channel: &c.channel,
+                attempt: c.attempts - 1,
+                started_at: Utc::now(),
+                duration_ms: 0.0,
+                success: false,
+                http_status: None,
+                error: Some("no outcome recorded: the sending alerter stopped (lease expired)"),
+            };
+            store::record_abandoned_attempt(pool, &rec).await?;
+        }
         let started_at = Utc::now();
         let started = Instant::now();
         let result = match store::integration(pool, c.project_id, &c.channel).await? {
@@ -137,9 +153,6 @@ impl Delivery {
             }
         };
         let elapsed = started.elapsed();
-        let outcome = if result.is_ok() { "delivered" } else { "error" };
-        metrics::counter!("alerter_deliveries_total", "channel" => c.channel.clone(), "outcome" => outcome)
-            .increment(1);
         metrics::histogram!("alerter_delivery_duration_seconds", "channel" => c.channel.clone())
             .record(elapsed.as_secs_f64());
 
@@ -161,6 +174,13 @@ impl Delivery {
                 (next, Some(e.message.clone()), e.http_status)
             }
         };
+        let outcome = match &next {
+            Next::Delivered => "delivered",
+            Next::Retry { .. } => "retry",
+            Next::Failed => "failed",
+        };
+        metrics::counter!("alerter_deliveries_total", "channel" => c.channel.clone(), "outcome" => outcome)
+            .increment(1);
         match (&next, &error) {
             (Next::Delivered, _) => {
                 tracing::info!(notification_id = %c.id, channel = %c.channel, attempt = c.attempts, "Notification delivered.")
@@ -215,12 +235,12 @@ impl Delivery {
             Channel::Webhook => {
                 let cfg: WebhookConfig = channels::parse_config(config)
                     .map_err(|e| SendError::permanent(format!("webhook config: {e}")))?;
-                channels::send_webhook(&self.client, &cfg, payload, idempotency_key, allow).await
+                channels::send_webhook(&self.http, &cfg, payload, idempotency_key, allow).await
             }
             Channel::Slack => {
                 let cfg: SlackConfig = channels::parse_config(config)
                     .map_err(|e| SendError::permanent(format!("slack config: {e}")))?;
-                channels::send_slack(&self.client, &cfg, payload, idempotency_key, allow).await
+                channels::send_slack(&self.http, &cfg, payload, idempotency_key, allow).await
             }
             Channel::Email => {
                 let cfg: EmailConfig = channels::parse_config(config)

@@ -270,6 +270,8 @@ pub struct Claimed {
     pub payload: Value,
     /// This attempt's number (1 for the first).
     pub attempts: i32,
+    /// The previous attempt's sender stopped before recording an outcome (its lease ran out).
+    pub abandoned: bool,
 }
 
 /// Claims up to `limit` due notifications: pending ones whose time has come, and ones left
@@ -285,14 +287,15 @@ pub async fn claim_due_notifications(
     sqlx::query_as(
         "UPDATE notifications n
          SET status = 'sending', attempts = n.attempts + 1, locked_until = $2
-         FROM (SELECT id FROM notifications
+         FROM (SELECT id, status = 'sending' AS abandoned FROM notifications
                WHERE (status = 'pending' AND next_attempt_at <= $1)
                   OR (status = 'sending' AND locked_until <= $1)
                ORDER BY next_attempt_at
                LIMIT $3
                FOR UPDATE SKIP LOCKED) due
          WHERE n.id = due.id
-         RETURNING n.id, n.project_id, n.channel, n.idempotency_key, n.payload, n.attempts",
+         RETURNING n.id, n.project_id, n.channel, n.idempotency_key, n.payload, n.attempts,
+                   due.abandoned",
     )
     .bind(now)
     .bind(lease_until)
@@ -350,24 +353,7 @@ pub async fn finish_attempt(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO delivery_attempts (id, notification_id, attempt, channel, project_id,
-                                        started_at, duration_ms, success, http_status, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT ON CONSTRAINT delivery_attempts_once DO NOTHING",
-    )
-    .bind(Uuid::now_v7())
-    .bind(rec.notification_id)
-    .bind(rec.attempt)
-    .bind(rec.channel)
-    .bind(rec.project_id)
-    .bind(rec.started_at)
-    .bind(rec.duration_ms)
-    .bind(rec.success)
-    .bind(rec.http_status)
-    .bind(rec.error)
-    .execute(&mut *tx)
-    .await?;
+    insert_attempt(&mut tx, rec).await?;
     let (status, next_at): (&str, Option<DateTime<Utc>>) = match next {
         Next::Delivered => ("delivered", None),
         Next::Retry { at } => ("pending", Some(at)),
@@ -389,6 +375,41 @@ pub async fn finish_attempt(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// Records an attempt whose sender died before finishing it (no state change).
+pub async fn record_abandoned_attempt(
+    pool: &PgPool,
+    rec: &AttemptRecord<'_>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    insert_attempt(&mut conn, rec).await
+}
+
+/// Appends to the attempt history; an attempt number already recorded is left as it is.
+async fn insert_attempt(
+    conn: &mut PgConnection,
+    rec: &AttemptRecord<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO delivery_attempts (id, notification_id, attempt, channel, project_id,
+                                        started_at, duration_ms, success, http_status, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT ON CONSTRAINT delivery_attempts_once DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(rec.notification_id)
+    .bind(rec.attempt)
+    .bind(rec.channel)
+    .bind(rec.project_id)
+    .bind(rec.started_at)
+    .bind(rec.duration_ms)
+    .bind(rec.success)
+    .bind(rec.http_status)
+    .bind(rec.error)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records one health check of a backing service in `health_checks` (migration 0002), the table

@@ -139,6 +139,14 @@ async fn notifications_written_before_a_crash_are_delivered_after_restart() {
             let mut tries: Vec<i32> = n.iter().map(|x| x.1).collect();
             tries.sort();
             assert_eq!(tries, vec![1, 2]);
+            // Its lost first attempt is recorded as such.
+            let a = attempts(&db.pool).await;
+            assert!(
+                a.iter().any(|x| x.0 == 1
+                    && !x.1
+                    && x.3.as_deref().is_some_and(|e| e.contains("lease expired"))),
+                "{a:?}"
+            );
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{n:?}");
