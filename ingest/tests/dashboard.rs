@@ -95,3 +95,49 @@ async fn the_dashboard_shows_resolves_and_charts_posted_errors_in_a_real_browser
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sparklines_count_each_groups_events_per_hour_for_the_last_day() {
+    let app = TestApp::spawn_with_worker().await;
+    for (message, n) in [("first failure", 3), ("second failure", 1)] {
+        for _ in 0..n {
+            let event = json!({"message": message, "level": "error", "source": "web"});
+            assert_eq!(app.post_event(&event).await.status(), 202);
+        }
+    }
+    app.wait_for_count(4, 20).await;
+    let list: serde_json::Value = app.get("/api/errors").await.json().await.unwrap();
+    let ids: Vec<String> = list["data"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let unknown = support::new_uuid().to_string();
+    let path = format!("/api/errors/sparklines?ids={},{unknown}", ids.join(","));
+    let body: serde_json::Value = app.get(&path).await.json().await.unwrap();
+    let lines = &body["data"]["sparklines"];
+    let totals: Vec<i64> = ids
+        .iter()
+        .chain([&unknown])
+        .map(|id| {
+            let counts = lines[id].as_array().expect("one line per id");
+            assert_eq!(counts.len(), 24);
+            counts.iter().map(|c| c.as_i64().unwrap()).sum()
+        })
+        .collect();
+    let mut sorted = totals[..2].to_vec();
+    sorted.sort();
+    assert_eq!(sorted, [1, 3], "each group's own events, this hour");
+    assert_eq!(totals[2], 0, "an unknown id is all zeros");
+    // The last slot is the current hour (the previous one if the hour turned meanwhile).
+    let first = lines[&ids[0]].as_array().unwrap();
+    assert_eq!(
+        first[22].as_i64().unwrap() + first[23].as_i64().unwrap(),
+        totals[0],
+        "the events are in the latest hours"
+    );
+    let bad = app.get("/api/errors/sparklines?ids=nope").await;
+    assert_eq!(bad.status(), 400);
+    app.shutdown().await;
+}

@@ -55,6 +55,16 @@ export function mount(root, route, { navigate, api }) {
       summary.textContent = "";
       throw e;
     }
+    // The sparklines are decoration: without them the list still shows.
+    data.sparklines = null;
+    if (data.errors.length) {
+      try {
+        const ids = data.errors.map((e) => e.id).join(",");
+        data.sparklines = (await api(`/api/errors/sparklines?ids=${ids}`)).sparklines;
+      } catch {
+        data.sparklines = null;
+      }
+    }
     const json = JSON.stringify(data);
     if (json === JSON.stringify(last) && results.querySelector("table")) {
       refreshTimes(results);
@@ -105,7 +115,7 @@ function table(data) {
     h(
       "thead",
       {},
-      h("tr", {}, ["Level", "Message", "Events", "First seen", "Last seen", "Status"].map((t) => h("th", { scope: "col" }, t))),
+      h("tr", {}, ["Level", "Message", "Events", "Last 24 h", "First seen", "Last seen", "Status"].map((t) => h("th", { scope: "col" }, t))),
     ),
     h(
       "tbody",
@@ -122,6 +132,7 @@ function table(data) {
             h("div", { class: "muted small" }, [e.source, e.environment, e.release].filter(Boolean).join(" · ")),
           ),
           h("td", { class: "count num" }, num(e.count)),
+          h("td", { class: "spark" }, sparkline(data.sparklines && data.sparklines[e.id])),
           h("td", {}, ago(e.first_seen)),
           h("td", {}, ago(e.last_seen)),
           h("td", { class: "status" }, e.resolved ? badge("resolved") : e.regressed ? badge("regressed") : badge("unresolved")),
@@ -136,4 +147,30 @@ function refreshTimes(el) {
   for (const t of el.querySelectorAll("time[datetime]")) {
     t.textContent = relative(new Date(t.getAttribute("datetime")));
   }
+}
+
+/** 24 hourly bars, oldest first, scaled to the busiest hour. */
+function sparkline(counts) {
+  if (!Array.isArray(counts)) return "—";
+  const total = counts.reduce((a, b) => a + b, 0);
+  const peak = Math.max(...counts);
+  const w = 4;
+  const height = 20;
+  return h(
+    "svg",
+    {
+      class: "sparkline",
+      viewBox: `0 0 ${counts.length * w} ${height}`,
+      width: counts.length * w,
+      height,
+      role: "img",
+      "aria-label": `${total} events in the last 24 hours, at most ${peak} in an hour`,
+      dataset: { total: String(total) },
+    },
+    h("line", { x1: 0, x2: counts.length * w, y1: height - 0.5, y2: height - 0.5 }),
+    counts.map((n, i) => {
+      const bh = peak ? Math.max(n ? 2 : 0, (n / peak) * (height - 2)) : 0;
+      return h("rect", { x: i * w + 0.5, y: height - bh, width: w - 1, height: bh, dataset: { count: String(n) } });
+    }),
+  );
 }

@@ -13,6 +13,7 @@ mod params;
 mod projects;
 mod sentry;
 mod settings;
+mod sparklines;
 
 use crate::AppState;
 use axum::{
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             get(errors::get_error).delete(errors::delete_error),
         )
         .route("/api/errors/{id}/events", get(errors::list_error_events))
+        .route("/api/errors/sparklines", get(sparklines::sparklines))
         .route("/api/errors/{id}/resolve", put(errors::resolve_error))
         .route("/api/errors/{id}/reopen", put(errors::reopen_error))
         .route("/api/stats", get(analytics::stats))

@@ -115,6 +115,18 @@ try {
     const row = rows.find((r) => r.message === g.message);
     check(row && row.count === g.count && row.level === g.level, `"${g.message}" is listed as ${g.level} with ${g.count} events`);
   }
+  await page.locator("table.errors svg.sparkline").first().waitFor();
+  const sparks = await page.locator("table.errors tbody tr").evaluateAll((trs) =>
+    trs.map((tr) => ({
+      message: tr.querySelector("td.message a")?.textContent,
+      total: Number(tr.querySelector("svg.sparkline")?.dataset.total),
+      bars: tr.querySelectorAll("svg.sparkline rect").length,
+    })),
+  );
+  for (const g of EXPECT.groups) {
+    const s = sparks.find((r) => r.message === g.message);
+    check(s && s.total === g.count && s.bars === 24, `the sparkline of "${g.message}" has 24 hourly bars adding up to ${g.count}`);
+  }
   const stored = await page.evaluate(() => localStorage.getItem("faultline.apiKey"));
   check(stored === KEY, "the key is kept in local storage");
   if (SHOTS) await page.screenshot({ path: join(SHOTS, "errors.png"), fullPage: true });
