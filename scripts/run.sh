@@ -196,6 +196,7 @@ cat <<EOF
 
 [run] Faultline is up.
   ingest   http://localhost:$PORT        (metrics: /metrics, health: /health)
+  dashboard http://localhost:$PORT/      (open in a browser, enter the dev key below)
   worker   http://localhost:$WORKER_PORT/health
   alerter  http://localhost:$ALERTER_PORT/health
   logs     .run/ingest.log .run/worker.log .run/alerter.log
