@@ -84,3 +84,79 @@ async fn the_binary_serves_health_writes_heartbeats_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn an_alerter_killed_mid_delivery_is_replaced_and_the_notification_still_arrives() {
+    let db = support::setup().await;
+    let receiver = support::Receiver::start().await;
+    // The first request hangs: the alerter is killed while it waits for the answer.
+    receiver.hang_next(1);
+    support::set_integration(&db.pool, "webhook", support::webhook_config(&receiver, "s")).await;
+    support::create_rule(&db.pool, support::NewRule::default()).await;
+    support::ingest(
+        &db.pool,
+        "boom",
+        faultline_shared::domain::Level::Error,
+        "backend",
+        11,
+    )
+    .await;
+
+    let start = |port: u16| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_alerter"))
+            .env("DATABASE_URL", &db.url)
+            .env("ALERTER_PORT", port.to_string())
+            .env("ALERTER_SCHEDULE", "* * * * * *")
+            .env("ALERTER_ALLOW_PRIVATE_TARGETS", "true")
+            .env("DELIVERY_TIMEOUT_SECS", "5")
+            .env("DELIVERY_LEASE_SECS", "15")
+            .env("DELIVERY_INTERVAL_MS", "200")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("alerter starts")
+    };
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let mut first = start(free_port());
+    receiver.wait_for(1, 30).await;
+    let pid = first.id().expect("running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = first.wait().await;
+
+    let _second = start(free_port());
+    // Once the dead alerter's lease (15 s) has run out, the new one sends the notification again.
+    let got = receiver.wait_for(2, 45).await;
+    assert_eq!(
+        got[0].header("idempotency-key"),
+        got[1].header("idempotency-key"),
+        "the same notification, recognisable as such by the receiver"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = support::notifications(&db.pool).await;
+        if n.len() == 1 && n[0].0 == "delivered" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{n:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = support::attempts(&db.pool).await;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert!(!a[0].1 && a[0].3.as_deref().unwrap().contains("lease expired"));
+    assert!(a[1].1);
+    assert_eq!(receiver.received().len(), 2, "no third copy");
+}

@@ -200,6 +200,8 @@ struct ReceiverState {
     /// Answers to give, in order: (status, Retry-After); once empty, 200.
     script: Arc<Mutex<VecDeque<Answer>>>,
     always: Arc<Mutex<Option<u16>>>,
+    /// Requests still to be held without an answer (a receiver that hangs).
+    hang: Arc<Mutex<usize>>,
 }
 
 /// A real HTTP server on a free local port that records every POST.
@@ -219,6 +221,15 @@ async fn receive(
         headers,
         body,
     });
+    let hang = {
+        let mut h = s.hang.lock().unwrap();
+        let hang = *h > 0;
+        *h = h.saturating_sub(1);
+        hang
+    };
+    if hang {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+    }
     let scripted = s.script.lock().unwrap().pop_front();
     let always = *s.always.lock().unwrap();
     let (status, retry_after) = scripted.unwrap_or((always.unwrap_or(200), None));
@@ -251,6 +262,11 @@ impl Receiver {
             .lock()
             .unwrap()
             .extend(answers.iter().copied());
+    }
+
+    /// The next `n` requests get no answer (the connection stays open).
+    pub fn hang_next(&self, n: usize) {
+        *self.state.hang.lock().unwrap() = n;
     }
 
     pub fn always_answer(&self, status: u16) {
