@@ -269,6 +269,13 @@ mod others {
         security(("api_key" = [])))]
     pub fn test_integration() {}
 
+    #[utoipa::path(get, path = "/api/errors/sparklines", tag = "errors",
+        summary = "Each listed group's events per hour over the last day (for list sparklines)",
+        params(("ids" = String, Query, description = "comma-separated error ids")),
+        responses((status = 200, description = "`{sparklines: ...}`"), (status = 400, body = super::ErrorBody)),
+        security(("api_key" = [])))]
+    pub fn sparklines() {}
+
     #[utoipa::path(get, path = "/", tag = "dashboard",
         summary = "The web dashboard (asks for an API key in the page)",
         responses((status = 200, description = "HTML")))]
@@ -344,6 +351,7 @@ mod others {
         others::list_integrations,
         others::put_integration,
         others::test_integration,
+        others::sparklines,
         others::dashboard_index,
         others::dashboard_asset,
         others::health,
