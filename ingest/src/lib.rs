@@ -7,6 +7,7 @@
 //! - [`auth`]: `X-API-Key` authentication with a short-TTL in-memory key cache.
 //! - [`ratelimit`]: per-key, per-scope rate limits (GCRA in one Redis Lua step; fails open).
 //! - [`key_usage`]: keys' `last_used`, coalesced (no database write per request).
+//! - [`usage`]: accepted and refused events per project, key, hour and reason (`GET /api/usage`).
 //! - [`cors`]: CORS for browser SDKs and dashboards on other origins (`CORS_ALLOWED_ORIGINS`).
 //! - [`scrub`]: filters secrets (sensitive context keys, card numbers) out of events before publish.
 //! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
@@ -34,6 +35,7 @@ pub mod request_stats;
 pub mod routes;
 pub mod scrub;
 pub mod sentry;
+pub mod usage;
 pub mod validate;
 
 use axum::{
@@ -63,6 +65,8 @@ pub struct AppState {
     pub key_usage: key_usage::KeyUsage,
     /// Filters secrets out of events before they are published.
     pub scrubber: scrub::Scrubber,
+    /// Accepted and refused events per project, key and hour.
+    pub usage: usage::Usage,
     /// The Redis read cache of the dashboard API.
     pub cache: cache::ReadCache,
     /// This process's request figures, for the performance and metrics endpoints.
@@ -113,6 +117,7 @@ impl Application {
             ),
             key_usage: key_usage::KeyUsage::new(settings.access.last_used_interval),
             scrubber: scrub::Scrubber::new(&settings.access.scrub_fields),
+            usage: usage::Usage::new(redis.clone(), &settings.services.redis_prefix),
             redis,
             metrics: telemetry::metrics_handle(),
             settings: Arc::new(settings.clone()),
@@ -130,6 +135,12 @@ impl Application {
                 track_request,
             ));
         let (background_stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(
+            state
+                .usage
+                .clone()
+                .run(settings.access.last_used_flush, stop_rx.clone()),
+        );
         tokio::spawn(state.key_usage.clone().run(
             state.pool.clone(),
             settings.access.last_used_flush,

@@ -10,7 +10,13 @@
 //! open), a metric counts it and a warning (at most one per interval) says so; for a second after
 //! a failure Redis is not asked at all, so a dead Redis costs requests nothing.
 
-use crate::{AppState, auth::Caller, error::ApiError, redis_handle::RedisHandle};
+use crate::{
+    AppState,
+    auth::Caller,
+    error::ApiError,
+    redis_handle::RedisHandle,
+    usage::{IngestCounts, reason_of},
+};
 use axum::{
     extract::{FromRequestParts, MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, Method},
@@ -25,6 +31,7 @@ use std::{
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+use uuid::Uuid;
 
 /// KEYS[1]: the bucket. ARGV[1]: limit (requests per window), ARGV[2]: window in ms.
 /// Returns {allowed (0/1), remaining, retry_after_ms, reset_ms, now_ms}; `reset_ms` is when the
@@ -257,6 +264,11 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
                     .increment(1);
             }
             tracing::debug!(key_id = %caller.key_id, scope = scope.as_str(), wait = d.wait_seconds, "Rate limit reached.");
+            if scope == Scope::Ingest {
+                state
+                    .usage
+                    .record(caller.project_id, caller.key_id, "refused:rate_limited", 1);
+            }
             let mut response = ApiError::Throttled {
                 wait_seconds: d.wait_seconds,
             }
@@ -265,12 +277,34 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
             return response;
         }
     }
+    let (project, key_id) = (caller.project_id, caller.key_id);
     parts.extensions.insert(caller);
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if let Some(d) = decision {
         d.write_headers(response.headers_mut());
     }
+    if scope == Scope::Ingest {
+        count_usage(&state, project, key_id, &response);
+    }
     response
+}
+
+/// Counts an ingest answer for `GET /api/usage`: the batch handler's exact numbers, else one
+/// event accepted or refused for the reason its status stands for.
+fn count_usage(state: &AppState, project: Uuid, key: Uuid, response: &Response) {
+    if let Some(c) = response.extensions().get::<IngestCounts>() {
+        state.usage.record(project, key, "accepted", c.accepted);
+        state
+            .usage
+            .record(project, key, "refused:validation", c.invalid);
+    } else {
+        match reason_of(response.status()) {
+            None => state.usage.record(project, key, "accepted", 1),
+            Some(reason) => state
+                .usage
+                .record(project, key, &format!("refused:{reason}"), 1),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -274,3 +274,67 @@ async fn with_redis_down_ingest_still_accepts_events() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn usage_shows_accepted_and_refused_events_by_reason_and_key() {
+    let app = TestApp::spawn_with(|s| {
+        s.access.ingest_limit = 5;
+        s.access.window = Duration::from_secs(60);
+    })
+    .await;
+    let ok = json!({"message": "counted", "source": "usage"});
+    assert_eq!(app.post_event(&ok).await.status(), 202);
+    assert_eq!(app.post_event(&ok).await.status(), 202);
+    assert_eq!(
+        app.post_event(&json!({"message": "no source"}))
+            .await
+            .status(),
+        400
+    );
+    let batch = json!([ok, {"source": "no message"}, ok]);
+    assert_eq!(app.post_batch(&batch).await.status(), 202);
+    assert_eq!(app.post_event(&ok).await.status(), 202);
+    assert_eq!(app.post_event(&ok).await.status(), 429);
+    let reader = app.create_key(&[Permission::Read]).await;
+    let resp = call(&app, Method::POST, "/api/errors", &reader, Some(ok.clone())).await;
+    assert_eq!(resp.status(), 403);
+
+    // Counts reach Redis in the background (every 100 ms in tests); sum two hours in case the
+    // test straddles an hour boundary.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = call(&app, Method::GET, "/api/usage?hours=2", &reader, None).await;
+        let status = resp.status();
+        let b: Value = resp.json().await.unwrap();
+        assert_eq!(status, 200, "{b}");
+        let hours = b["data"]["hours"].as_array().unwrap().clone();
+        assert_eq!(hours.len(), 2);
+        let sum = |f: &dyn Fn(&Value) -> u64| hours.iter().map(f).sum::<u64>();
+        let accepted = sum(&|h| h["accepted"].as_u64().unwrap());
+        let refused =
+            |reason: &'static str| sum(&move |h| h["refused"][reason].as_u64().unwrap_or(0));
+        let seen = (
+            accepted,
+            refused("validation"),
+            refused("rate_limited"),
+            refused("permission"),
+        );
+        if seen == (5, 2, 1, 1) {
+            let keys: usize = hours
+                .iter()
+                .flat_map(|h| h["keys"].as_object().unwrap().keys().cloned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            assert_eq!(keys, 2, "per key: the app's key and the read-only key");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "usage so far {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bad = call(&app, Method::GET, "/api/usage?hours=0", &reader, None).await;
+    assert_eq!(bad.status(), 400);
+    app.shutdown().await;
+}

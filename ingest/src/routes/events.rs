@@ -6,10 +6,11 @@ use crate::{
     auth::Caller,
     error::ApiError,
     extract::JsonBody,
+    usage::IngestCounts,
     validate::{NewEvent, validate_event},
 };
 use axum::{
-    Json,
+    Extension, Json,
     extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
@@ -181,6 +182,10 @@ pub async fn create_errors_batch(
     accepted(accepted_count);
     Ok((
         StatusCode::ACCEPTED,
+        Extension(IngestCounts {
+            accepted: accepted_count as u64,
+            invalid: rejected_count as u64,
+        }),
         Json(json!({
             "data": {"accepted": accepted_count, "rejected": rejected_count, "items": results},
             "status": "success"

@@ -65,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/settings/api-keys/{id}", delete(settings::revoke_key))
         .route("/api/settings/team", get(settings::list_team))
-        .route("/api/settings/team/invite", post(settings::invite));
+        .route("/api/settings/team/invite", post(settings::invite))
+        .route("/api/usage", get(projects::usage));
 
     // Dashboard API: alert rules, incidents, deliveries and notification channels.
     let alerting = Router::new()

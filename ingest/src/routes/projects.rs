@@ -1,5 +1,6 @@
 //! `/api/projects`: creating a project (with its first admin key, shown once) and listing the
-//! projects the calling key can see. Each key belongs to exactly one project, so a key sees one.
+//! projects the calling key can see (each key belongs to exactly one project, so a key sees one),
+//! and the project's usage: accepted and refused events per hour.
 
 use crate::{
     AppState,
@@ -9,9 +10,15 @@ use crate::{
     queries::access::{self, CreateProjectError},
     routes::settings::name_field,
 };
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::StatusCode,
+    response::IntoResponse,
+};
 use faultline_shared::domain::{ApiKey, Permission};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 
 /// `POST /api/projects` (admin): `{"name"}` → the project and its first admin key.
 pub async fn create_project(
@@ -69,4 +76,35 @@ pub async fn list_projects(
     Ok(Json(
         json!({"data": {"projects": projects}, "status": "success"}),
     ))
+}
+
+/// `GET /api/usage?hours=24` (read): the project's accepted and refused events per hour (1–168
+/// hours, newest first), refusals by reason, and the same per key.
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::Read)?;
+    let hours = match query.get("hours").map(|h| h.trim().parse::<u32>()) {
+        None => 24,
+        Some(Ok(h)) if (1..=168).contains(&h) => h,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "invalid query parameter",
+                json!({"hours": "must be an integer from 1 to 168"}),
+            ));
+        }
+    };
+    let report = state
+        .usage
+        .report(caller.project_id, hours)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "Usage unavailable (Redis).");
+            ApiError::ServiceUnavailable {
+                retry_after_secs: 5,
+            }
+        })?;
+    Ok(Json(json!({"data": report, "status": "success"})))
 }
