@@ -54,6 +54,15 @@ async fn main() -> anyhow::Result<()> {
                 "Sentry SDK DSN: {}",
                 ingest::sentry::auth::dsn(&public_url, key.expose(), project_id)
             );
+            if !key
+                .expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                eprintln!(
+                    "Note: the JavaScript Sentry SDKs refuse DSN keys with characters other than letters, digits and _."
+                );
+            }
             Ok(())
         }
     }

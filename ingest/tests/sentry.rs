@@ -679,3 +679,92 @@ async fn python_scenario(compression: &str) {
     assert!(metrics.contains(&label), "{label} not in /metrics");
     app.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The official Node SDK
+// ---------------------------------------------------------------------------------------------
+
+/// `npm ci` of `tests/sentry_js` (pinned `@sentry/node`) unless done already.
+async fn node_with_sentry_sdk() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sentry_js");
+    if !dir.join("node_modules/@sentry/node").exists() {
+        let out = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .output()
+            .await
+            .expect("npm is needed for this test (as for the dashboard's browser test)");
+        assert!(
+            out.status.success(),
+            "npm ci in {} failed:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+#[tokio::test]
+async fn the_node_sentry_sdk_reports_through_a_faultline_dsn() {
+    let dir = node_with_sentry_sdk().await;
+    let app = TestApp::spawn_with_worker().await;
+    let port = app.addr.rsplit(':').next().unwrap();
+    let dsn = format!("http://{}@127.0.0.1:{port}/1", app.key);
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .arg("capture.js")
+            .current_dir(&dir)
+            .env("SENTRY_DSN", &dsn)
+            .output(),
+    )
+    .await
+    .expect("the script finishes within a minute")
+    .expect("node runs");
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "capture.js failed:\n{log}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.counted().await < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counted {} of 3 events; SDK log:\n{log}",
+            app.counted().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resp = app.get("/api/errors?source=node&limit=100").await;
+    assert_eq!(resp.status(), 200);
+    let list: Value = resp.json().await.unwrap();
+    let groups = list["data"]["errors"].as_array().expect("errors").clone();
+    assert_eq!(
+        groups.len(),
+        2,
+        "the transaction made no group: {groups:#?}"
+    );
+    let find = |prefix: &str| {
+        groups
+            .iter()
+            .find(|g| g["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no group {prefix:?} in {groups:#?}"))
+            .clone()
+    };
+    let error = find("TypeError: order ");
+    assert_eq!(error["count"], 2);
+    assert_eq!(error["level"], "error");
+    let message = find("the node queue is backing up");
+    assert_eq!(message["level"], "warning");
+    for g in [&error, &message] {
+        assert_eq!(g["environment"], "staging");
+        assert_eq!(g["release"], "web@3.1.0");
+    }
+    assert!(
+        error["stack_trace"]
+            .as_str()
+            .is_some_and(|s| s.contains("parseOrder")),
+        "{error:#?}"
+    );
+    assert_eq!(app.counted().await, 3, "the transaction is not an event");
+    app.shutdown().await;
+}

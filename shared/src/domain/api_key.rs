@@ -1,6 +1,5 @@
 //! API keys: generated with enough entropy, stored only as their sha256, shown once.
 
-use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::{fmt, str::FromStr};
@@ -14,14 +13,13 @@ pub struct ApiKey(String);
 pub struct KeyHash(pub [u8; 32]);
 
 impl ApiKey {
-    /// A new key: `fl_` and 32 random bytes, base64url without padding.
+    /// A new key: `fl_` and 32 random bytes in hex. Only word characters, because a key is also
+    /// the public key of a Sentry DSN and the JavaScript SDK accepts nothing else there (`\w+`):
+    /// a base64url key with a `-` would be an "Invalid Sentry Dsn".
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        ApiKey(format!(
-            "fl_{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        ))
+        ApiKey(format!("fl_{}", hex::encode(bytes)))
     }
 
     /// Accepts what a client sent, refusing what cannot be a key (empty, too long, control chars),
@@ -154,7 +152,13 @@ mod tests {
         let a = ApiKey::generate();
         let b = ApiKey::generate();
         assert!(a.expose().starts_with("fl_"));
-        assert_eq!(a.expose().len(), 3 + 43);
+        assert_eq!(a.expose().len(), 3 + 64);
+        assert!(
+            a.expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "usable in any SDK's DSN"
+        );
         assert_ne!(a, b);
         assert_ne!(a.hash(), b.hash());
     }
