@@ -1043,3 +1043,49 @@ async fn wait_for_row(app: &TestApp, sql: &'static str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_worker_coalesces_generation_bumps_to_about_one_a_second() {
+    use worker::invalidate::{Progress, bump_loop};
+    let prefix = format!("test_{}", faultline_shared::testkit::unique_tag());
+    let progress = Progress::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(bump_loop(
+        faultline_shared::testkit::redis_url(),
+        prefix.clone(),
+        progress.clone(),
+        stop_rx,
+    ));
+    let other = Uuid::new_v4();
+    // A commit every 10 ms for 2.5 s touching the default project; one commit for another project.
+    let started = tokio::time::Instant::now();
+    progress.committed([other], 1, Some(Utc::now()));
+    while started.elapsed() < Duration::from_millis(2500) {
+        progress.committed([DEFAULT_PROJECT_ID], 1, Some(Utc::now()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(true);
+    task.await.unwrap();
+    let client = redis::Client::open(faultline_shared::testkit::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let generation = |p: Uuid| faultline_shared::cache::generation_key(&prefix, p);
+    let busy: u64 = redis::cmd("GET")
+        .arg(generation(DEFAULT_PROJECT_ID))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let quiet: u64 = redis::cmd("GET")
+        .arg(generation(other))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // ~250 commits: bumped at once, then at most once a second, and once more on stop.
+    assert!((3..=5).contains(&busy), "busy project bumped {busy} times");
+    assert_eq!(quiet, 1);
+    let _: () = redis::cmd("DEL")
+        .arg(generation(DEFAULT_PROJECT_ID))
+        .arg(generation(other))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
