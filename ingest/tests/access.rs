@@ -671,6 +671,85 @@ async fn the_permission_matrix_is_enforced_endpoint_by_endpoint() {
             Some(json!({"email": "x"})),
             Permission::Admin,
         ),
+        (Method::GET, "/api/usage".into(), None, Permission::Read),
+        (
+            Method::GET,
+            "/api/alerts/rules".into(),
+            None,
+            Permission::Read,
+        ),
+        (
+            Method::POST,
+            "/api/alerts/rules".into(),
+            Some(json!({})),
+            Permission::Write,
+        ),
+        (
+            Method::PUT,
+            format!("/api/alerts/rules/{unknown}"),
+            Some(json!({})),
+            Permission::Write,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/alerts/rules/{unknown}"),
+            None,
+            Permission::Write,
+        ),
+        (
+            Method::GET,
+            "/api/alerts/incidents".into(),
+            None,
+            Permission::Read,
+        ),
+        (
+            Method::POST,
+            "/api/alerts/incidents".into(),
+            Some(json!({})),
+            Permission::Write,
+        ),
+        (
+            Method::PUT,
+            format!("/api/alerts/incidents/{unknown}"),
+            Some(json!({})),
+            Permission::Write,
+        ),
+        (
+            Method::GET,
+            "/api/alerts/deliveries".into(),
+            None,
+            Permission::Read,
+        ),
+        (
+            Method::GET,
+            "/api/settings/integrations".into(),
+            None,
+            Permission::Read,
+        ),
+        (
+            Method::PUT,
+            "/api/settings/integrations/nope".into(),
+            Some(json!({})),
+            Permission::Admin,
+        ),
+        (
+            Method::POST,
+            "/api/settings/integrations/nope/test".into(),
+            None,
+            Permission::Admin,
+        ),
+        (
+            Method::GET,
+            "/api/errors/sparklines".into(),
+            None,
+            Permission::Read,
+        ),
+        (
+            Method::POST,
+            "/api/1/store/".into(),
+            Some(json!({"message": "x"})),
+            Permission::Ingest,
+        ),
     ];
     let mut keys = Vec::new();
     for p in Permission::ALL {
