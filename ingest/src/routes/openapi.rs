@@ -276,6 +276,13 @@ mod others {
         security(("api_key" = [])))]
     pub fn sparklines() {}
 
+    #[utoipa::path(get, path = "/api/usage", tag = "access",
+        summary = "The project's accepted and refused events per hour, refusals by reason, per key",
+        params(("hours" = Option<i64>, Query, description = "1-168, default 24")),
+        responses((status = 200, description = "Usage per hour"), (status = 400, body = super::ErrorBody)),
+        security(("api_key" = [])))]
+    pub fn usage() {}
+
     #[utoipa::path(get, path = "/", tag = "dashboard",
         summary = "The web dashboard (asks for an API key in the page)",
         responses((status = 200, description = "HTML")))]
@@ -352,6 +359,7 @@ mod others {
         others::put_integration,
         others::test_integration,
         others::sparklines,
+        others::usage,
         others::dashboard_index,
         others::dashboard_asset,
         others::health,
