@@ -497,6 +497,63 @@ async fn a_rate_limited_sdk_gets_429_with_the_sentry_rate_limit_header() {
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn sentry_requests_are_counted_in_the_usage_report() {
+    let app = TestApp::spawn_with(|s| {
+        s.access.ingest_limit = 3;
+        s.access.window = Duration::from_secs(60);
+    })
+    .await;
+    let key = [("x-sentry-auth", auth(&app.key))];
+    let two = envelope(
+        json!({}),
+        &[
+            ("event", br#"{"message":"a"}"#.to_vec()),
+            ("event", br#"{"message":"b"}"#.to_vec()),
+        ],
+    );
+    assert_eq!(post(&app, ENVELOPE, &key, two).await.status, 200);
+    let session = envelope(json!({}), &[("session", br#"{"sid":"x"}"#.to_vec())]);
+    assert_eq!(post(&app, ENVELOPE, &key, session).await.status, 200);
+    assert_eq!(
+        post(&app, ENVELOPE, &key, b"nope".to_vec()).await.status,
+        400
+    );
+    let one = envelope(json!({}), &[("event", br#"{"message":"c"}"#.to_vec())]);
+    assert_eq!(post(&app, ENVELOPE, &key, one).await.status, 429);
+
+    let reader = app.create_key(&[Permission::Read]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let b: Value = app
+            .client
+            .get(format!("{}/api/usage?hours=2", app.addr))
+            .header("x-api-key", &reader)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let hours = b["data"]["hours"].as_array().expect("hours").clone();
+        let sum = |f: &dyn Fn(&Value) -> u64| hours.iter().map(f).sum::<u64>();
+        let seen = (
+            sum(&|h| h["accepted"].as_u64().unwrap_or(0)),
+            sum(&|h| h["refused"]["validation"].as_u64().unwrap_or(0)),
+            sum(&|h| h["refused"]["rate_limited"].as_u64().unwrap_or(0)),
+        );
+        if seen == (2, 1, 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "usage so far {seen:?}: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The official Python SDK
 // ---------------------------------------------------------------------------------------------

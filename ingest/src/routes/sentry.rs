@@ -14,6 +14,7 @@ use crate::{
         envelope,
         event::{Received, map_event},
     },
+    usage::{IngestCounts, reason_of},
 };
 use axum::{
     Json,
@@ -65,6 +66,12 @@ fn preamble(
     })
 }
 
+/// An authenticated Sentry request: whose key, and its rate-limit decision (for the headers).
+struct Authed {
+    key_id: Uuid,
+    decision: Option<Decision>,
+}
+
 /// Checks the key (known, active, allowed to ingest, of the project in the path) and counts the
 /// request against its ingest rate limit, as the rate-limit middleware does for `X-API-Key`
 /// requests (it leaves Sentry requests to us: their key may be in the body). The decision's
@@ -73,7 +80,7 @@ async fn authenticate(
     state: &AppState,
     req: &Preamble,
     raw: Option<&str>,
-) -> Result<Option<Decision>, ApiError> {
+) -> Result<Authed, ApiError> {
     let raw = raw.ok_or(ApiError::Unauthorized(
         "missing Sentry key (X-Sentry-Auth header, sentry_key parameter or envelope dsn)",
     ))?;
@@ -93,7 +100,10 @@ async fn authenticate(
         return Err(ApiError::WrongProject);
     }
     if req.counted {
-        return Ok(None);
+        return Ok(Authed {
+            key_id: record.id,
+            decision: None,
+        });
     }
     state.key_usage.touch(record.id);
     let decision = state.limiter.check(&record, Scope::Ingest).await;
@@ -101,6 +111,9 @@ async fn authenticate(
         metrics::counter!("rate_limit_decisions_total", "scope" => "ingest", "outcome" => "throttled")
             .increment(1);
         metrics::counter!("ingest_events_rejected_total", "reason" => "rate_limited").increment(1);
+        state
+            .usage
+            .record(record.project_id, record.id, "refused:rate_limited", 1);
         return Err(ApiError::Throttled {
             wait_seconds: d.wait_seconds.max(1),
         });
@@ -109,7 +122,43 @@ async fn authenticate(
         metrics::counter!("rate_limit_decisions_total", "scope" => "ingest", "outcome" => "allowed")
             .increment(1);
     }
-    Ok(decision)
+    Ok(Authed {
+        key_id: record.id,
+        decision,
+    })
+}
+
+/// What a handler did once past authentication: the id to answer with, and how many events it
+/// published.
+type Outcome = Result<(Option<Uuid>, u64), ApiError>;
+
+/// Records the request in `GET /api/usage` (as the rate-limit middleware does for `X-API-Key`
+/// requests, which it counts itself from the `IngestCounts` put on the answer) and answers.
+fn finish(
+    state: &AppState,
+    req: &Preamble,
+    authed: Option<Authed>,
+    outcome: Outcome,
+) -> Result<Response, ApiError> {
+    if let Some(a) = authed.as_ref().filter(|_| !req.counted) {
+        match &outcome {
+            Ok((_, 0)) => {}
+            Ok((_, n)) => state.usage.record(req.project, a.key_id, "accepted", *n),
+            Err(e) => {
+                if let Some(reason) = reason_of(e.status_code()) {
+                    let outcome = format!("refused:{reason}");
+                    state.usage.record(req.project, a.key_id, &outcome, 1);
+                }
+            }
+        }
+    }
+    let (id, accepted) = outcome?;
+    let mut response = answer(id, authed.and_then(|a| a.decision));
+    response.extensions_mut().insert(IngestCounts {
+        accepted,
+        invalid: 0,
+    });
+    Ok(response)
 }
 
 /// The body, decoded, within `max_body_bytes` both before and after decoding.
@@ -203,45 +252,49 @@ pub async fn envelope(
 ) -> Result<Response, ApiError> {
     let req = preamble(&state, &project, query.as_deref(), &headers, peer)?;
     // A key in the headers is checked before the body is read and decoded.
-    let mut decision = None;
+    let mut authed = None;
     if req.key.is_some() {
-        decision = authenticate(&state, &req, req.key.as_deref()).await?;
+        authed = Some(authenticate(&state, &req, req.key.as_deref()).await?);
     }
-    let body = read_body(&state, &headers, body).await?;
-    let envelope = envelope::parse(&body).map_err(|e| invalid(e.to_string()))?;
-    if req.key.is_none() {
-        let from_dsn = envelope
-            .header
-            .get("dsn")
-            .and_then(Value::as_str)
-            .and_then(key_from_dsn)
-            .map(|(key, _)| key);
-        decision = authenticate(&state, &req, from_dsn.as_deref()).await?;
-    }
-    let header_id = envelope
-        .header
-        .get("event_id")
-        .and_then(Value::as_str)
-        .and_then(|id| Uuid::parse_str(id).ok());
-    let mut ids = Vec::new();
-    let mut payloads = Vec::new();
-    for (index, item) in envelope.items.iter().enumerate() {
-        metrics::counter!("ingest_sentry_items_total", "type" => item_label(&item.kind))
-            .increment(1);
-        if item.kind != "event" {
-            continue;
+    let outcome: Outcome = async {
+        let body = read_body(&state, &headers, body).await?;
+        let envelope = envelope::parse(&body).map_err(|e| invalid(e.to_string()))?;
+        if authed.is_none() {
+            let from_dsn = envelope
+                .header
+                .get("dsn")
+                .and_then(Value::as_str)
+                .and_then(key_from_dsn)
+                .map(|(key, _)| key);
+            authed = Some(authenticate(&state, &req, from_dsn.as_deref()).await?);
         }
-        let value: Value = serde_json::from_slice(item.payload)
-            .map_err(|e| invalid(format!("item {} is not a JSON event: {e}", index + 1)))?;
-        let mut event = map_event(&value, &received(req.project, &req.origin, header_id))
-            .map_err(|e| invalid(format!("item {}: {e}", index + 1)))?;
-        scrub(&state, &mut event);
-        ids.push(event.event_id);
-        payloads.push(serialise(&event)?);
+        let header_id = envelope
+            .header
+            .get("event_id")
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok());
+        let mut ids = Vec::new();
+        let mut payloads = Vec::new();
+        for (index, item) in envelope.items.iter().enumerate() {
+            metrics::counter!("ingest_sentry_items_total", "type" => item_label(&item.kind))
+                .increment(1);
+            if item.kind != "event" {
+                continue;
+            }
+            let value: Value = serde_json::from_slice(item.payload)
+                .map_err(|e| invalid(format!("item {} is not a JSON event: {e}", index + 1)))?;
+            let mut event = map_event(&value, &received(req.project, &req.origin, header_id))
+                .map_err(|e| invalid(format!("item {}: {e}", index + 1)))?;
+            scrub(&state, &mut event);
+            ids.push(event.event_id);
+            payloads.push(serialise(&event)?);
+        }
+        let count = payloads.len() as u64;
+        publish(&state, payloads).await?;
+        Ok((ids.first().copied().or(header_id), count))
     }
-    publish(&state, payloads).await?;
-    let id = ids.first().copied().or(header_id);
-    Ok(answer(id, decision))
+    .await;
+    finish(&state, &req, authed, outcome)
 }
 
 /// `POST /api/{project}/store/`: one JSON event, as SDKs from before envelopes send it.
@@ -254,16 +307,20 @@ pub async fn store(
     body: Body,
 ) -> Result<Response, ApiError> {
     let req = preamble(&state, &project, query.as_deref(), &headers, peer)?;
-    let decision = authenticate(&state, &req, req.key.as_deref()).await?;
-    let body = read_body(&state, &headers, body).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let mut event =
-        map_event(&value, &received(req.project, &req.origin, None)).map_err(invalid)?;
-    scrub(&state, &mut event);
-    let id = event.event_id;
-    publish(&state, vec![serialise(&event)?]).await?;
-    Ok(answer(Some(id), decision))
+    let authed = authenticate(&state, &req, req.key.as_deref()).await?;
+    let outcome: Outcome = async {
+        let body = read_body(&state, &headers, body).await?;
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let mut event =
+            map_event(&value, &received(req.project, &req.origin, None)).map_err(invalid)?;
+        scrub(&state, &mut event);
+        let id = event.event_id;
+        publish(&state, vec![serialise(&event)?]).await?;
+        Ok((Some(id), 1))
+    }
+    .await;
+    finish(&state, &req, Some(authed), outcome)
 }
 
 /// Sentry's answer: the event id without dashes.
