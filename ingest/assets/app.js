@@ -40,17 +40,21 @@ export function navigate(name, params = new URLSearchParams(), { replaceState = 
 }
 
 let view = null; // { refresh(), destroy?() } of the mounted view
-let renderSeq = 0;
 
 function pickView(route) {
   if (route.name === "errors" && route.id) return detailView;
   return { errors: errorsView, overview: overviewView, alerts: alertsView, health: healthView, settings: settingsView }[route.name];
 }
 
+let lastRouteName = null;
+
 async function render() {
-  const seq = ++renderSeq;
   view?.destroy?.();
   view = null;
+  // Keyboard users keep their place: a filter change re-renders the same view with the focus on
+  // the same control; a new view puts the focus on its content.
+  const active = document.activeElement;
+  const keepFocus = main.contains(active) && active.name ? active.name : null;
   if (!getKey()) {
     showKeyPrompt();
     return;
@@ -69,10 +73,15 @@ async function render() {
   main.replaceChildren();
   const mounted = module.mount(main, route, { navigate, api });
   view = mounted;
+  const sameView = lastRouteName === `${route.name}/${route.id ? "detail" : ""}`;
+  lastRouteName = `${route.name}/${route.id ? "detail" : ""}`;
+  const again = sameView && keepFocus ? main.querySelector(`[name="${CSS.escape(keepFocus)}"]`) : null;
+  if (again) again.focus();
+  else if (!sameView) main.focus({ preventScroll: true });
   try {
     await mounted.refresh();
-  } catch (e) {
-    if (seq === renderSeq) console.error(e);
+  } catch {
+    // The view shows the error (message and request id); the header shows the connection.
   }
 }
 

@@ -3,12 +3,14 @@
 
 import { ago, badge, errorPanel, field, h, num, relative, replace, select } from "../ui.js";
 
-const PAGE_SIZE = 25;
+const DEFAULT_PAGE_SIZE = 25;
 const FILTERS = ["level", "source", "environment", "resolved", "q", "sort", "order"];
 
 export function mount(root, route, { navigate, api }) {
   const params = route.params;
   const page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+  // `limit` in the URL (1-100) changes the page size; the form keeps it.
+  const PAGE_SIZE = Math.min(100, Math.max(1, parseInt(params.get("limit") || "", 10) || DEFAULT_PAGE_SIZE));
 
   const form = h(
     "form",
@@ -31,6 +33,7 @@ export function mount(root, route, { navigate, api }) {
       const v = String(data.get(name) || "").trim();
       if (v) next.set(name, v);
     }
+    if (params.get("limit")) next.set("limit", params.get("limit"));
     navigate("errors", next);
   };
   form.addEventListener("submit", apply);

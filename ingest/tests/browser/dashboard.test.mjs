@@ -132,12 +132,14 @@ try {
   if (SHOTS) await page.screenshot({ path: join(SHOTS, "errors.png"), fullPage: true });
 
   step = "filters live in the URL";
+  await page.getByLabel("Level").focus();
   await page.getByLabel("Level").selectOption("warning");
   await page.waitForURL(/level=warning/);
   await page.waitForFunction(() => {
     const levels = [...document.querySelectorAll("table.errors tbody td:first-child .badge")].map((b) => b.textContent);
     return levels.length > 0 && levels.every((l) => l === "warning");
   });
+  check((await page.evaluate(() => document.activeElement?.name)) === "level", "the focus stays on the Level filter after it re-renders");
   const warnings = EXPECT.groups.filter((g) => g.level === "warning").length;
   check((await page.locator("table.errors tbody tr").count()) === warnings, `level=warning shows the ${warnings} warning group(s)`);
   step = "a shared link restores the view";
@@ -149,7 +151,14 @@ try {
   check((await page.getByLabel("Search").inputValue()) === EXPECT.groups[0].message.slice(0, 12), "a link with q= fills the search box and filters the list");
 
   step = "paging";
-  check((await page.locator(".pager").innerText()).includes("Page 1 of 1"), "the pager says page 1 of 1");
+  await page.goto(`${BASE}/#/errors?limit=2`);
+  await page.locator(".pager", { hasText: `Page 1 of ${Math.ceil(EXPECT.groups.length / 2)}` }).waitFor();
+  check((await page.locator("table.errors tbody tr").count()) === 2, "limit=2 shows two groups on the first page");
+  await page.getByRole("link", { name: "Next →" }).click();
+  await page.waitForURL(/limit=2&page=2|page=2&limit=2/);
+  await page.locator(".pager", { hasText: "Page 2 of" }).waitFor();
+  await page.waitForFunction((n) => document.querySelectorAll("table.errors tbody tr").length === n, EXPECT.groups.length - 2);
+  check(true, `Next shows the remaining ${EXPECT.groups.length - 2} group(s) on page 2`);
 
   step = "the detail of a group";
   const target = EXPECT.groups[0];
@@ -322,6 +331,15 @@ try {
   await page.unroute("**/api/**");
   await page.locator("#connection[data-state=ok]").waitFor({ timeout: 15_000 });
   check(true, "the page recovers by itself when the API is back");
+
+  step = "a key revoked mid-session is reported";
+  await page.evaluate(() => localStorage.setItem("faultline.apiKey", "fl_revoked_in_the_meantime"));
+  await page.getByRole("link", { name: "Errors", exact: true }).click();
+  await page.locator("#connection[data-state=refused]").waitFor();
+  check((await page.locator("#banner").innerText()).includes("refused the key"), "the banner says the key was refused");
+  await page.locator("#banner").getByRole("button", { name: "Enter another key" }).click();
+  await page.getByRole("textbox", { name: "API key" }).waitFor();
+  check(true, "it offers to enter another key");
 
   step = "the key never appears in a URL";
   check(urls.every((u) => !u.includes(KEY)), `no URL carried the key (${urls.length} navigations)`);
