@@ -10,6 +10,80 @@ pub const MAX_STACK_TRACE_BYTES: usize = 256 * 1024;
 pub const MAX_SHORT_FIELD_BYTES: usize = 200;
 pub const MAX_URL_BYTES: usize = 4096;
 pub const MAX_FINGERPRINT_PARTS: usize = 20;
+/// Deepest nesting of `context` (objects and arrays).
+pub const MAX_CONTEXT_DEPTH: usize = 10;
+/// Most keys in `context`, counted at every depth.
+pub const MAX_CONTEXT_KEYS: usize = 500;
+/// Longest context key; longer keys are refused (a key is a name, not data).
+pub const MAX_CONTEXT_KEY_BYTES: usize = 200;
+/// Longest context string value; longer values are truncated with a marker.
+pub const MAX_CONTEXT_STRING_BYTES: usize = 16 * 1024;
+
+/// Cuts `s` to at most `max` bytes (on a character boundary) and says how much was cut, so long
+/// messages and stack traces are kept, not refused.
+pub fn truncate_with_marker(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let cut = s.len();
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&format!("…[truncated {} bytes]", cut - end));
+}
+
+/// Checks the shape limits of `context` (depth, key count, key length) and truncates long string
+/// values in place. `Err` says what is wrong.
+fn check_context(value: &mut Value, depth: usize, keys: &mut usize) -> Result<(), String> {
+    if depth > MAX_CONTEXT_DEPTH {
+        return Err(format!(
+            "must be nested at most {MAX_CONTEXT_DEPTH} levels deep"
+        ));
+    }
+    match value {
+        Value::Object(map) => {
+            *keys += map.len();
+            if *keys > MAX_CONTEXT_KEYS {
+                return Err(format!("must have at most {MAX_CONTEXT_KEYS} keys in all"));
+            }
+            if let Some(k) = map.keys().find(|k| k.len() > MAX_CONTEXT_KEY_BYTES) {
+                let shown: String = k.chars().take(40).collect();
+                return Err(format!(
+                    "key {shown:?}... is longer than {MAX_CONTEXT_KEY_BYTES} bytes"
+                ));
+            }
+            map.values_mut()
+                .try_for_each(|v| check_context(v, depth + 1, keys))
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .try_for_each(|v| check_context(v, depth + 1, keys)),
+        Value::String(s) => {
+            truncate_with_marker(s, MAX_CONTEXT_STRING_BYTES);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A long text field (message, stack trace): kept, cut to `max` bytes with a marker.
+fn long_text(
+    obj: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    required: bool,
+    errors: &mut FieldErrors,
+) -> Option<String> {
+    let mut text = if required {
+        required_string(obj, field, usize::MAX, errors)
+    } else {
+        optional_string(obj, field, usize::MAX, errors)
+    }?;
+    truncate_with_marker(&mut text, max);
+    Some(text)
+}
 
 /// An event as the client described it, checked; ingest adds id, time, IP and user agent.
 #[derive(Debug, Clone)]
@@ -75,7 +149,7 @@ pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
         errors.insert("body".into(), json!("must be a JSON object"));
         return Err(errors);
     };
-    let message = required_string(obj, "message", MAX_MESSAGE_BYTES, &mut errors);
+    let message = long_text(obj, "message", MAX_MESSAGE_BYTES, true, &mut errors);
     let source = required_string(obj, "source", MAX_SHORT_FIELD_BYTES, &mut errors);
     let level = match obj.get("level") {
         None | Some(Value::Null) => Some(Level::Error),
@@ -98,12 +172,27 @@ pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
     if environment.as_deref().is_some_and(|e| e.trim().is_empty()) {
         errors.insert("environment".into(), json!("must not be empty"));
     }
-    let stack_trace = optional_string(obj, "stack_trace", MAX_STACK_TRACE_BYTES, &mut errors);
+    let stack_trace = long_text(
+        obj,
+        "stack_trace",
+        MAX_STACK_TRACE_BYTES,
+        false,
+        &mut errors,
+    );
     let url = optional_string(obj, "url", MAX_URL_BYTES, &mut errors);
     let release = optional_string(obj, "release", MAX_SHORT_FIELD_BYTES, &mut errors);
     let context = match obj.get("context") {
         None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(v @ Value::Object(_)) => {
+            let mut context = v.clone();
+            match check_context(&mut context, 1, &mut 0) {
+                Ok(()) => Some(context),
+                Err(why) => {
+                    errors.insert("context".into(), json!(why));
+                    None
+                }
+            }
+        }
         Some(_) => {
             errors.insert("context".into(), json!("must be an object"));
             None
@@ -211,5 +300,56 @@ mod tests {
         assert_eq!(errors["message"], "must be a string");
         assert_eq!(errors["source"], "must be a string");
         assert_eq!(errors["level"], "must be a string");
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_and_traces_are_truncated_with_a_marker() {
+        let e = validate_event(&json!({
+            "message": "é".repeat(MAX_MESSAGE_BYTES),
+            "stack_trace": "x".repeat(MAX_STACK_TRACE_BYTES + 10),
+            "source": "s",
+            "context": {"blob": "y".repeat(MAX_CONTEXT_STRING_BYTES + 1)}
+        }))
+        .unwrap();
+        assert!(e.message.len() < MAX_MESSAGE_BYTES + 40);
+        assert!(
+            e.message
+                .ends_with(&format!("…[truncated {} bytes]", MAX_MESSAGE_BYTES))
+        );
+        assert!(e.stack_trace.unwrap().ends_with("…[truncated 10 bytes]"));
+        assert!(
+            e.context.unwrap()["blob"]
+                .as_str()
+                .unwrap()
+                .ends_with("…[truncated 1 bytes]")
+        );
+    }
+
+    #[test]
+    fn deep_wide_or_long_keyed_contexts_are_refused() {
+        let mut deep = json!("leaf");
+        for _ in 0..MAX_CONTEXT_DEPTH + 1 {
+            deep = json!({ "d": deep });
+        }
+        let wide: Map<String, Value> = (0..=MAX_CONTEXT_KEYS)
+            .map(|i| (format!("k{i}"), json!(i)))
+            .collect();
+        let long_key = json!({ "k".repeat(MAX_CONTEXT_KEY_BYTES + 1): 1 });
+        for context in [deep, Value::Object(wide), long_key] {
+            let errors =
+                validate_event(&json!({"message": "m", "source": "s", "context": context}))
+                    .unwrap_err();
+            assert!(errors["context"].is_string(), "{errors:?}");
+        }
+        let mut ok = json!("leaf");
+        for _ in 0..MAX_CONTEXT_DEPTH - 1 {
+            ok = json!({ "d": ok });
+        }
+        assert!(validate_event(&json!({"message": "m", "source": "s", "context": ok})).is_ok());
     }
 }
