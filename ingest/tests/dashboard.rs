@@ -79,9 +79,9 @@ async fn the_dashboard_shows_resolves_and_charts_posted_errors_in_a_real_browser
         .env("CHROMIUM_PATH", CHROMIUM)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
+    let output = tokio::time::timeout(Duration::from_secs(240), run)
         .await
-        .expect("the browser test finishes within 180 s")
+        .expect("the browser test finishes within 240 s")
         .expect("node runs (is Node.js installed?)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
