@@ -49,6 +49,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// Everything a handler may need; cheap to clone (all handles).
 #[derive(Clone)]
@@ -199,7 +200,12 @@ async fn track_request(State(state): State<AppState>, req: Request, next: Next) 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().as_str().to_string();
-    let mut response = error::REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    // Every log line of the request carries its id (and route), through this span.
+    let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
+    let mut response = error::REQUEST_ID
+        .scope(id.clone(), next.run(req))
+        .instrument(span)
+        .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
