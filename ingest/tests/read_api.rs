@@ -983,6 +983,15 @@ async fn monitoring_services_reports_dependencies_and_worker_liveness() {
         "no alerter ever ran here"
     );
     assert_eq!(data["overall_health"], "healthy");
+    // A worker that stops cleanly removes its heartbeat at once.
+    let mut app = app;
+    app.stop_worker().await;
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM service_heartbeats WHERE service = 'worker'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 0);
     app.shutdown().await;
 }
 

@@ -172,6 +172,21 @@ pub async fn heartbeat(
     Ok(())
 }
 
+/// Removes an instance's heartbeat when it stops cleanly, so it is not reported alive until its
+/// heartbeat goes stale.
+pub async fn remove_heartbeat(
+    pool: &PgPool,
+    service: &str,
+    instance: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM service_heartbeats WHERE service = $1 AND instance = $2")
+        .bind(service)
+        .bind(instance)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// A name for this process instance: host name and pid, stable for the life of the process.
 pub fn instance_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")

@@ -199,6 +199,9 @@ pub async fn heartbeat_loop(
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
+            if let Err(e) = db::remove_heartbeat(&pool, "worker", &instance).await {
+                tracing::debug!(error = %e, "Heartbeat not removed.");
+            }
             return;
         }
     }

@@ -74,7 +74,7 @@ pub async fn run(
     consumer::run(settings, pool.clone(), consumer_state, stop_rx).await;
     // The consumer has committed its last batch: let the final bump and heartbeat finish.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), bumps).await;
-    heartbeat.abort();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), heartbeat).await;
     pool.close().await;
     Ok(())
 }
