@@ -64,7 +64,7 @@ try {
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
-    if (m.type() === "error" && !/status of 40[134]|ERR_CONNECTION_REFUSED|net::ERR_FAILED/.test(m.text())) problems.push(`console error: ${m.text()}`);
+    if (m.type() === "error" && !/status of 40[0134]|ERR_CONNECTION_REFUSED|net::ERR_FAILED/.test(m.text())) problems.push(`console error: ${m.text()}`);
   });
   const urls = [];
   page.on("framenavigated", (f) => {
@@ -182,12 +182,25 @@ try {
   await page.locator("#detail-status .badge-resolved").waitFor();
   await page.getByRole("button", { name: "Reopen" }).waitFor();
   check(await page.getByText("Marked as resolved.").isVisible(), "Resolve marks the group resolved and offers Reopen");
+  await page.getByRole("button", { name: "Reopen" }).click();
+  await page.locator("#detail-status .badge-unresolved").waitFor();
+  await page.getByRole("button", { name: "Resolve" }).click();
+  await page.locator("#detail-status .badge-resolved").waitFor();
+  check(true, "Reopen and Resolve again toggle the status");
   const apiView = await page.evaluate(async ({ key, message }) => {
     const r = await fetch(`/api/errors?resolved=true&q=${encodeURIComponent(message)}`, { headers: { "X-API-Key": key } });
     return r.json();
   }, { key: KEY, message: target.message });
   check(apiView.data.total === 1, "the API agrees the group is resolved");
   if (SHOTS) await page.screenshot({ path: join(SHOTS, "detail.png"), fullPage: true });
+
+  step = "an API error is shown with its message and request id";
+  await page.goto(`${BASE}/#/errors/not-a-uuid`);
+  const apiError = page.locator("main .error-panel");
+  await apiError.waitFor();
+  const apiErrorText = await apiError.innerText();
+  check(/invalid UUID/i.test(apiErrorText) && /HTTP 400/.test(apiErrorText), `a bad id shows the server's message: ${apiErrorText.split("\n")[0]}`);
+  check((await apiError.locator(".request-id").innerText()).length > 8, "and the request id");
 
   step = "the overview chart is drawn from the real figures";
   await page.getByRole("link", { name: "Overview" }).click();
