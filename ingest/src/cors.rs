@@ -44,6 +44,8 @@ pub fn layer(origins: &[String]) -> Either<CorsLayer, tower::layer::util::Identi
                 HeaderName::from_static("x-ratelimit-remaining"),
                 HeaderName::from_static("x-ratelimit-reset"),
                 header::RETRY_AFTER,
+                // Sentry browser SDKs hold back events for as long as it says.
+                HeaderName::from_static("x-sentry-rate-limits"),
                 header::ETAG,
             ])
             .max_age(Duration::from_secs(600)),

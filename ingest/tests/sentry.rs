@@ -498,6 +498,37 @@ async fn a_rate_limited_sdk_gets_429_with_the_sentry_rate_limit_header() {
 }
 
 #[tokio::test]
+async fn listed_cors_origins_apply_to_the_sentry_routes_too() {
+    let app =
+        TestApp::spawn_with(|s| s.access.cors_origins = vec!["https://app.example".into()]).await;
+    let body = || envelope(json!({}), &[("event", br#"{"message":"x"}"#.to_vec())]);
+    let from = |origin: &str| {
+        vec![
+            ("x-sentry-auth", auth(&app.key)),
+            ("origin", origin.to_string()),
+        ]
+    };
+    let sent = post(&app, ENVELOPE, &from("https://app.example"), body()).await;
+    assert_eq!(sent.status, 200);
+    assert_eq!(
+        sent.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let exposed = sent.headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("x-sentry-rate-limits"), "{exposed}");
+    let sent = post(&app, ENVELOPE, &from("https://elsewhere.example"), body()).await;
+    assert_eq!(
+        sent.status, 200,
+        "CORS only decides what a browser may read"
+    );
+    assert!(!sent.headers.contains_key("access-control-allow-origin"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn sentry_requests_are_counted_in_the_usage_report() {
     let app = TestApp::spawn_with(|s| {
         s.access.ingest_limit = 3;

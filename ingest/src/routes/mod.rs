@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{project_id}/envelope", post(sentry::envelope))
         .route("/api/{project_id}/store/", post(sentry::store))
         .route("/api/{project_id}/store", post(sentry::store))
-        .layer(axum::middleware::from_fn(sentry::sentry_headers));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sentry::sentry_headers,
+        ));
 
     // Dashboard API: errors, analytics and monitoring (reads cached in Redis).
     let dashboard = Router::new()

@@ -338,8 +338,10 @@ fn answer(id: Option<Uuid>, decision: Option<Decision>) -> Response {
 
 /// Gives every 429 of the Sentry routes an `X-Sentry-Rate-Limits` header (all categories, scoped
 /// to the key, for as long as `Retry-After` says), which the SDKs honour by holding back events
-/// instead of retrying into the limit; and lets browser SDKs read the answer (CORS).
-pub async fn sentry_headers(req: Request, next: Next) -> Response {
+/// instead of retrying into the limit. With `CORS_ALLOWED_ORIGINS` empty, browser SDKs on any
+/// origin may read the answer (as Sentry allows any domain by default); with origins listed, the
+/// CORS layer decides, as for every route.
+pub async fn sentry_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     if response.status() == StatusCode::TOO_MANY_REQUESTS {
         let secs = response
@@ -353,6 +355,9 @@ pub async fn sentry_headers(req: Request, next: Next) -> Response {
         if let Ok(v) = HeaderValue::from_str(&format!("{secs}::key")) {
             h.insert("x-sentry-rate-limits", v);
         }
+    }
+    if !state.settings.access.cors_origins.is_empty() {
+        return response;
     }
     let h = response.headers_mut();
     h.insert(
