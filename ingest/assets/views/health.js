@@ -51,7 +51,13 @@ function serviceTable(d) {
 /** Queue depth, lag and the like, as "name: value" pairs. */
 function details(d) {
   if (!d || typeof d !== "object") return null;
-  return h("ul", { class: "plain" }, Object.entries(d).map(([k, v]) => h("li", {}, `${k.replaceAll("_", " ")}: `, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))));
+  return h("ul", { class: "plain" }, Object.entries(d).map(([k, v]) => {
+    const label = k.replaceAll("_", " ");
+    if (typeof v !== "object" || v === null) return h("li", {}, `${label}: `, String(v));
+    // Nested figures (e.g. one entry per worker instance) fold away, readable when opened.
+    const summary = Array.isArray(v) ? `${label}: ${v.length}` : label;
+    return h("li", {}, h("details", {}, h("summary", {}, summary), h("pre", { class: "json" }, JSON.stringify(v, null, 2))));
+  }));
 }
 
 function uptimeFigures(u) {
