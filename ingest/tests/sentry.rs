@@ -598,6 +598,39 @@ async fn python_with_sentry_sdk() -> PathBuf {
     VENV.get_or_init(build_venv).await.clone()
 }
 
+/// A lock between processes: a directory only one can create. One left by a killed run is taken
+/// over after ten minutes.
+struct DirLock(PathBuf);
+
+impl DirLock {
+    async fn acquire(path: PathBuf) -> Self {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            if std::fs::create_dir(&path).is_ok() {
+                return DirLock(path);
+            }
+            let stale = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(600)));
+            if stale {
+                let _ = std::fs::remove_dir(&path);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} held too long",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 async fn build_venv() -> PathBuf {
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let venv = target.join("sentry-venv");
@@ -608,6 +641,12 @@ async fn build_venv() -> PathBuf {
             .status()
             .is_ok_and(|s| s.success())
     };
+    if ready(&python) {
+        return python;
+    }
+    // Test runners may run the tests of this file in parallel processes (nextest): one builds,
+    // the others wait for it.
+    let _lock = DirLock::acquire(target.join("sentry-venv.lock")).await;
     if ready(&python) {
         return python;
     }
@@ -651,14 +690,10 @@ async fn build_venv() -> PathBuf {
     })
     .await
     .expect("venv set-up");
-    if !ready(&python) {
-        // An environment from an older version of this test (or a broken one): replace it.
-        let _ = std::fs::remove_dir_all(&venv);
-    }
-    if std::fs::rename(&building, &venv).is_err() {
-        // Another run finished first: use its environment.
-        let _ = std::fs::remove_dir_all(&building);
-    }
+    // An environment from an older version of this test (or a broken one) is replaced; nobody
+    // uses it, as it is not ready.
+    let _ = std::fs::remove_dir_all(&venv);
+    std::fs::rename(&building, &venv).expect("venv moved into place");
     assert!(
         ready(&python),
         "sentry-sdk and brotli are not importable from {}",
