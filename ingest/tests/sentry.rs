@@ -172,6 +172,44 @@ async fn a_gzipped_envelope_with_several_items_becomes_grouped_events() {
 }
 
 #[tokio::test]
+async fn a_client_fingerprint_regroups_sentry_events() {
+    let app = TestApp::spawn_with_worker().await;
+    let with_fingerprint = |function: &str, fingerprint: Value| {
+        let mut event: Value =
+            serde_json::from_slice(&exception_event(Uuid::new_v4(), "declined", function)).unwrap();
+        event["fingerprint"] = fingerprint;
+        event.to_string().into_bytes()
+    };
+    let items = [
+        // Same stack, split by tenant on top of the default grouping.
+        with_fingerprint("charge", json!(["{{ default }}", "tenant-a"])),
+        with_fingerprint("charge", json!(["{{ default }}", "tenant-b"])),
+        with_fingerprint("charge", json!(["{{ default }}", "tenant-b"])),
+        // Different stacks, one group by the client's choice.
+        with_fingerprint("refund", json!(["payments-down"])),
+        with_fingerprint("capture", json!(["payments-down"])),
+    ];
+    let items: Vec<(&str, Vec<u8>)> = items.into_iter().map(|i| ("event", i)).collect();
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[("x-sentry-auth", auth(&app.key))],
+        envelope(json!({}), &items),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    app.wait_for_count(5, 30).await;
+    let (counts,): (Vec<i64>,) = sqlx::query_as(
+        "SELECT array_agg(count ORDER BY count) FROM error_groups WHERE custom_fingerprint",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, [1, 2, 2]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_sdk_retry_of_the_same_event_is_counted_once() {
     let app = TestApp::spawn_with_worker().await;
     let id = Uuid::new_v4();
