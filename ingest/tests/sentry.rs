@@ -210,6 +210,53 @@ async fn a_client_fingerprint_regroups_sentry_events() {
 }
 
 #[tokio::test]
+async fn sentry_events_fire_alert_rules_like_native_ones() {
+    let app = TestApp::spawn_with_worker().await;
+    let rule = json!({
+        "name": "Python errors",
+        "condition": "error_count > threshold in time_window",
+        "threshold": 2,
+        "time_window": "5m",
+        "filters": {"source": "python", "level": "error"},
+        "notifications": ["email"],
+        "enabled": true
+    });
+    let resp = app
+        .client
+        .post(format!("{}/api/alerts/rules", app.addr))
+        .header("x-api-key", &app.key)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let items: Vec<(&str, Vec<u8>)> = (0..3)
+        .map(|_| {
+            (
+                "event",
+                exception_event(Uuid::new_v4(), "declined", "charge"),
+            )
+        })
+        .collect();
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[("x-sentry-auth", auth(&app.key))],
+        envelope(json!({}), &items),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    app.wait_for_count(3, 30).await;
+    let firings = alerter::evaluate(&app.db.pool, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(firings.len(), 1, "{firings:?}");
+    assert_eq!(firings[0].rule_name, "Python errors");
+    assert_eq!(firings[0].count, 3);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_sdk_retry_of_the_same_event_is_counted_once() {
     let app = TestApp::spawn_with_worker().await;
     let id = Uuid::new_v4();
