@@ -2,6 +2,7 @@
 // unwrapped, and every failure turned into an ApiError carrying the server's message and request id.
 
 const KEY_STORAGE = "faultline.apiKey";
+const REQUEST_TIMEOUT_MS = 15000;
 
 export function getKey() {
   return localStorage.getItem(KEY_STORAGE);
@@ -45,8 +46,11 @@ const KIND_BY_STATUS = { 401: "unauthorized", 403: "forbidden", 429: "throttled"
  * Calls the API and answers the envelope's `data` (`null` for 204). `key` overrides the stored key
  * (used to check a key before keeping it).
  */
-export async function api(path, { method = "GET", body, key = getKey(), signal } = {}) {
+export async function api(path, { method = "GET", body, key = getKey() } = {}) {
   const headers = { Accept: "application/json" };
+  // A request that hangs would stall the auto-refresh: give up after a while and say so.
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(), REQUEST_TIMEOUT_MS);
   if (key) headers["X-API-Key"] = key;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
@@ -58,14 +62,16 @@ export async function api(path, { method = "GET", body, key = getKey(), signal }
       // Revalidate with the server's ETag: unchanged data costs a 304, never a stale page.
       cache: "no-cache",
       credentials: "omit",
-      signal,
+      signal: timeout.signal,
     });
   } catch (e) {
-    if (e.name === "AbortError") throw e;
-    const error = new ApiError(`The API is unreachable (${e.message}).`, { kind: "unreachable" });
+    clearTimeout(timer);
+    const why = e.name === "AbortError" ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s` : e.message;
+    const error = new ApiError(`The API is unreachable (${why}).`, { kind: "unreachable" });
     report({ ok: false, error });
     throw error;
   }
+  clearTimeout(timer);
   if (res.status === 204) {
     report({ ok: true });
     return null;

@@ -22,7 +22,12 @@ export function mount(root, _route, { api }) {
       api("/api/monitoring/metrics"),
       api("/api/analytics/performance"),
     ]);
+    // Folded details the user opened stay open across refreshes.
+    const open = new Set([...services.querySelectorAll("details[open] > summary")].map((x) => x.closest("tr")?.dataset.component + x.textContent.split(":")[0]));
     replace(services, s.status === "fulfilled" ? serviceTable(s.value) : errorPanel(s.reason, "Could not load the services"));
+    for (const x of services.querySelectorAll("details > summary")) {
+      if (open.has(x.closest("tr")?.dataset.component + x.textContent.split(":")[0])) x.parentElement.open = true;
+    }
     replace(uptime, u.status === "fulfilled" ? uptimeFigures(u.value) : errorPanel(u.reason, "Could not load the uptime"));
     replace(host, m.status === "fulfilled" ? hostFigures(m.value, p.status === "fulfilled" ? p.value : null) : errorPanel(m.reason, "Could not load the metrics"));
     const failed = [s, u, m, p].find((r) => r.status === "rejected");
