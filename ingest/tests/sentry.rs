@@ -819,12 +819,13 @@ async fn python_scenario(compression: &str) {
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "capture.py failed:\n{log}");
 
-    // Two exceptions from one line, one from another function, one message.
+    // Two exceptions from one line, one from another function, one from the standard library,
+    // one message.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.counted().await < 4 {
+    while app.counted().await < 5 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "counted {} of 4 events; SDK log:\n{log}",
+            "counted {} of 5 events; SDK log:\n{log}",
             app.counted().await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -835,7 +836,7 @@ async fn python_scenario(compression: &str) {
     assert_eq!(resp.status(), 200);
     let list: Value = resp.json().await.unwrap();
     let groups = list["data"]["errors"].as_array().expect("errors").clone();
-    assert_eq!(groups.len(), 3, "{groups:#?}\nSDK log:\n{log}");
+    assert_eq!(groups.len(), 4, "{groups:#?}\nSDK log:\n{log}");
     let find = |prefix: &str| {
         groups
             .iter()
@@ -873,6 +874,29 @@ async fn python_scenario(compression: &str) {
     assert!(
         stack.contains("capture.py") && stack.contains("in charge"),
         "{stack}"
+    );
+    // Raised inside `json`: only the application's (in-app) frames group it.
+    let decode = find("JSONDecodeError: Expecting property name");
+    let id = decode["id"].as_str().unwrap();
+    let detail: Value = app
+        .get(&format!("/api/errors/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let frames = detail["data"]["grouping"]["frames"].to_string();
+    assert!(
+        frames.contains("parse_payload"),
+        "grouping frames: {frames}"
+    );
+    assert!(
+        !frames.contains("decode"),
+        "library frames do not group: {frames}"
+    );
+    let stack = decode["stack_trace"].as_str().unwrap_or_default();
+    assert!(
+        stack.contains("raw_decode"),
+        "the whole stack is kept: {stack}"
     );
     assert!(log.contains("sentry-sdk 2."), "{log}");
     // The SDK did compress as asked (the counter is per process: other tests send no brotli).
