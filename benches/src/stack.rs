@@ -250,8 +250,12 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
         ("QUEUE_PREFIX", prefix.clone()),
         ("REDIS_PREFIX", prefix.clone()),
         // Keep the rate-limit step (one Redis call per request) in the measurement, with a
-        // budget the load generator cannot exhaust.
-        ("RATE_LIMIT_INGEST", "1000000000".to_string()),
+        // budget the load generator cannot exhaust; `RATE_LIMIT_INGEST=0` in the environment
+        // (no limit, no Redis call) measures ingest without it.
+        (
+            "RATE_LIMIT_INGEST",
+            std::env::var("RATE_LIMIT_INGEST").unwrap_or_else(|_| "1000000000".to_string()),
+        ),
         ("PORT", ingest_port.to_string()),
         ("WORKER_PORT", worker_port.to_string()),
         (
