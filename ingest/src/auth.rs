@@ -43,6 +43,13 @@ impl KeyCache {
         }
     }
 
+    /// Drops the cached entry of key `id` (after a revocation), so this instance refuses it at
+    /// once; other instances refuse it within the TTL.
+    pub fn forget(&self, id: Uuid) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (record, _)| record.as_ref().is_none_or(|r| r.id != id));
+    }
+
     /// The key's record, from the cache when fresh. When Postgres fails, a stale entry is still
     /// used: a database outage must not stop ingestion of already-known keys.
     pub async fn lookup(&self, hash: KeyHash) -> Result<Option<KeyRecord>, ApiError> {

@@ -273,6 +273,7 @@ pub async fn revoke_key(
     if !access::revoke_key(&state.pool, caller.project_id, id).await? {
         return Err(ApiError::NotFound("API key"));
     }
+    state.keys.forget(id);
     tracing::info!(key_id = %id, revoked_by = %caller.key_id, "API key revoked.");
     Ok(StatusCode::NO_CONTENT)
 }
