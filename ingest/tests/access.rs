@@ -842,3 +842,56 @@ async fn browsers_on_allowed_origins_may_post_errors_and_others_get_no_cors_head
     assert!(exposed.contains("x-ratelimit-remaining"), "{exposed}");
     app.shutdown().await;
 }
+
+/// Revocation on one instance reaches another (which cached the key) within the key cache TTL.
+#[tokio::test]
+async fn a_key_revoked_on_one_instance_is_refused_by_another_within_the_ttl() {
+    let app = TestApp::spawn().await;
+    let second = ingest::Application::build(app.settings.clone())
+        .await
+        .expect("second ingest builds");
+    let second_addr = format!("http://127.0.0.1:{}", second.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(second.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let (id, secret) = mint(&app, json!({"name": "shared", "permissions": ["read"]})).await;
+    let on_second = || {
+        app.client
+            .get(format!("{second_addr}/api/errors"))
+            .header("x-api-key", &secret)
+            .send()
+    };
+    assert_eq!(
+        on_second().await.unwrap().status(),
+        200,
+        "cached on the second instance"
+    );
+
+    let resp = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/settings/api-keys/{id}"),
+        &app.key,
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        call(&app, Method::GET, "/api/errors", &secret, None)
+            .await
+            .status(),
+        401
+    );
+    let deadline =
+        tokio::time::Instant::now() + app.settings.key_cache_ttl + Duration::from_secs(3);
+    while on_second().await.unwrap().status() != 401 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second instance still accepts the key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    app.shutdown().await;
+}
