@@ -52,6 +52,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// First few distinct error descriptions, to say why requests failed.
     pub sample_errors: Vec<String>,
+    /// Per second of the schedule: answered requests and their largest latency (µs), so a
+    /// periodic stall shows as a spike rather than only as a fat tail.
+    pub per_second: Vec<(u64, u64)>,
 }
 
 impl Outcome {
@@ -65,6 +68,7 @@ impl Outcome {
             latency: new_histogram(),
             elapsed: Duration::ZERO,
             sample_errors: Vec::new(),
+            per_second: Vec::new(),
         }
     }
 
@@ -78,6 +82,13 @@ impl Outcome {
         }
         // Both histograms have the same bounds and saturate, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second.resize(other.per_second.len(), (0, 0));
+        }
+        for (mine, theirs) in self.per_second.iter_mut().zip(other.per_second) {
+            mine.0 += theirs.0;
+            mine.1 = mine.1.max(theirs.1);
+        }
         for e in other.sample_errors {
             if self.sample_errors.len() < 5 && !self.sample_errors.contains(&e) {
                 self.sample_errors.push(e);
@@ -190,6 +201,12 @@ async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Ou
             Ok(Ok((status, body))) => {
                 let micros = due.elapsed().as_micros().min(u64::MAX as u128) as u64;
                 out.latency.saturating_record(micros.max(1));
+                let second = (due - start).as_secs() as usize;
+                if out.per_second.len() <= second {
+                    out.per_second.resize(second + 1, (0, 0));
+                }
+                out.per_second[second].0 += 1;
+                out.per_second[second].1 = out.per_second[second].1.max(micros);
                 *out.statuses.entry(status.as_u16().to_string()).or_default() += 1;
                 if status == StatusCode::ACCEPTED {
                     if batch {

@@ -73,6 +73,8 @@ pub struct RunResult {
     pub load_secs: f64,
     pub accepted_events_per_sec: f64,
     pub latency: Latency,
+    /// Largest latency (ms) of the requests due in each second of the load.
+    pub max_latency_by_second_ms: Vec<f64>,
     pub drain: Option<Drain>,
     /// Accepted events over load time plus drain time: the rate Postgres actually kept up with.
     pub end_to_end_events_per_sec: Option<f64>,
@@ -178,6 +180,7 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
         load_secs: (load_secs * 1000.0).round() / 1000.0,
         accepted_events_per_sec: (out.events_accepted as f64 / load_secs).floor(),
         latency,
+        max_latency_by_second_ms: out.per_second.iter().map(|&(_, m)| ms(m)).collect(),
         drain,
         end_to_end_events_per_sec: end_to_end.map(f64::floor),
         cpu_during_load: cpu0.until(&cpu1, load_secs),
@@ -225,6 +228,12 @@ pub fn human(r: &RunResult) -> String {
         "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}  mean {:.3}",
         l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
     );
+    let by_second: Vec<String> = r
+        .max_latency_by_second_ms
+        .iter()
+        .map(|m| format!("{m:.0}"))
+        .collect();
+    let _ = writeln!(s, "  max latency per second (ms): {}", by_second.join(" "));
     match &r.drain {
         Some(d) => match d.ms {
             Some(ms) => {
