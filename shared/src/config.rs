@@ -186,7 +186,11 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// Longest a partial batch waits for more events before it is written.
     pub batch_wait: Duration,
-    /// Unacknowledged broker messages in hand at once (each may carry many events).
+    /// Unacknowledged broker messages in hand at once (each may carry many events). It bounds the
+    /// batch: ingest packs ~5 events per message under load, so 64 messages capped transactions at
+    /// ~320 events and the worker idled during each commit (benches/RESULTS.md, "prefetch stall").
+    /// 256 lets a batch fill to `WORKER_BATCH_SIZE`; memory stays bounded by 256 messages of at most
+    /// `PUBLISH_MAX_EVENTS` events.
     pub prefetch: u16,
     /// Events older than this are deleted by the retention job; groups and rollups stay.
     pub retention_days: u32,
@@ -203,7 +207,7 @@ impl WorkerSettings {
             port: parse_or("WORKER_PORT", 8081)?,
             batch_size: parse_or("WORKER_BATCH_SIZE", 1000)?,
             batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 50)?),
-            prefetch: parse_or("WORKER_PREFETCH", 64)?,
+            prefetch: parse_or("WORKER_PREFETCH", 256)?,
             retention_days: parse_or("EVENT_RETENTION_DAYS", 30)?,
             retention_interval: Duration::from_secs(parse_or("RETENTION_INTERVAL_SECS", 300)?),
             retention_batch: parse_or("RETENTION_BATCH", 5000)?,
