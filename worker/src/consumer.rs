@@ -182,9 +182,13 @@ async fn consume(
             &mut events,
         ));
         let deadline = tokio::time::Instant::now() + settings.batch_wait;
-        while events < settings.batch_size {
+        // With `prefetch` deliveries in hand the broker sends nothing more until we ack, so
+        // waiting out `batch_wait` would only idle: close the batch at once.
+        let mut deliveries = 1usize;
+        while events < settings.batch_size && deliveries < usize::from(settings.prefetch) {
             match tokio::time::timeout_at(deadline, consumer.next()).await {
                 Ok(Some(Ok(d))) => {
+                    deliveries += 1;
                     last_tag = d.delivery_tag;
                     unreadable.extend(handle(d.delivery_tag, &d.data, &mut batch, &mut events));
                 }

@@ -175,3 +175,32 @@ async fn sigterm_finishes_the_batch_in_hand_and_exits_zero() {
     assert_eq!(left * 50 + counted_now, 2000);
     testkit::delete_topology(&prefix).await;
 }
+
+#[tokio::test]
+async fn a_batch_closes_when_the_prefetch_is_in_hand_instead_of_waiting_for_more() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    // Eight small messages, prefetch four, and a batch wait far longer than the test may take:
+    // the batches can only close because the prefetch window is full.
+    let messages: Vec<Vec<_>> = (0..8)
+        .map(|m| vec![event(&format!("small message {m}"))])
+        .collect();
+    publish_events(&prefix, &messages).await;
+    let mut s = settings(&db.url, &prefix);
+    s.prefetch = 4;
+    s.batch_size = 1000;
+    s.batch_wait = Duration::from_secs(600);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(worker::run(s, async move {
+        let _ = stopped.await;
+    }));
+    let pool = db.pool.clone();
+    eventually(60, "both prefetch-sized batches committed", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await == 8 }
+    })
+    .await;
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    testkit::delete_topology(&prefix).await;
+}
