@@ -12,39 +12,15 @@ use std::time::Duration;
 use support::TestApp;
 use uuid::Uuid;
 
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app
-        .client
-        .request(method, format!("{}{}", app.addr, path))
-        .header("x-api-key", key);
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    req.send().await.expect("request sent")
-}
-
 async fn json_of(resp: Response) -> Value {
     resp.json().await.expect("JSON body")
 }
 
 /// Creates a key through the API with the app's admin key; returns (id, secret).
 async fn mint(app: &TestApp, body: Value) -> (String, String) {
-    let resp = call(
-        app,
-        Method::POST,
-        "/api/settings/api-keys",
-        &app.key,
-        Some(body),
-    )
-    .await;
+    let resp = app
+        .call(Method::POST, "/api/settings/api-keys", &app.key, Some(body))
+        .await;
     assert_eq!(resp.status(), 201);
     let b = json_of(resp).await;
     (
@@ -55,14 +31,14 @@ async fn mint(app: &TestApp, body: Value) -> (String, String) {
 
 /// A second project through the API, returning (project id, its admin key).
 async fn other_project(app: &TestApp, name: &str) -> (String, String) {
-    let resp = call(
-        app,
-        Method::POST,
-        "/api/projects",
-        &app.key,
-        Some(json!({"name": name})),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/projects",
+            &app.key,
+            Some(json!({"name": name})),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let b = json_of(resp).await;
     (
@@ -74,9 +50,7 @@ async fn other_project(app: &TestApp, name: &str) -> (String, String) {
 #[tokio::test]
 async fn a_new_key_is_shown_once_and_stored_only_as_its_sha256() {
     let app = TestApp::spawn().await;
-    let resp = call(
-        &app,
-        Method::POST,
+    let resp = app.call(Method::POST,
         "/api/settings/api-keys",
         &app.key,
         Some(json!({"name": "Development Key", "permissions": ["read"], "expires_at": "2099-12-31T23:59:59Z"})),
@@ -107,8 +81,11 @@ async fn a_new_key_is_shown_once_and_stored_only_as_its_sha256() {
     assert!(!preview.contains(&secret[3..12]));
 
     // Listed with preview, permissions and project, never with the secret.
-    let list =
-        json_of(call(&app, Method::GET, "/api/settings/api-keys", &app.key, None).await).await;
+    let list = json_of(
+        app.call(Method::GET, "/api/settings/api-keys", &app.key, None)
+            .await,
+    )
+    .await;
     let keys = list["data"]["api_keys"].as_array().unwrap();
     let listed = keys.iter().find(|k| k["id"] == data["id"]).unwrap();
     assert_eq!(listed["key_preview"], preview);
@@ -121,7 +98,7 @@ async fn a_new_key_is_shown_once_and_stored_only_as_its_sha256() {
 
     // The key works, for what it may do.
     assert_eq!(
-        call(&app, Method::GET, "/api/errors", &secret, None)
+        app.call(Method::GET, "/api/errors", &secret, None)
             .await
             .status(),
         200
@@ -141,48 +118,50 @@ async fn a_key_cannot_mint_a_key_with_more_permission_than_it_has() {
         (json!(["admin"]), "admin"),
         (json!(["ingest", "read"]), "read"),
     ] {
-        let resp = call(
-            &app,
-            Method::POST,
-            "/api/settings/api-keys",
-            &writer,
-            Some(create(perms.clone())),
-        )
-        .await;
+        let resp = app
+            .call(
+                Method::POST,
+                "/api/settings/api-keys",
+                &writer,
+                Some(create(perms.clone())),
+            )
+            .await;
         assert_eq!(resp.status(), 403, "{perms}");
         let b = json_of(resp).await;
         assert_eq!(b["code"], "permission_denied");
         assert_eq!(b["details"]["required"], missing);
     }
     // Within its own permissions it may (write implies ingest).
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/api-keys",
-        &writer,
-        Some(create(json!(["ingest", "write"]))),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/api-keys",
+            &writer,
+            Some(create(json!(["ingest", "write"]))),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     // Rate limits are for admins to set.
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/api-keys",
-        &writer,
-        Some(json!({"name": "x", "permissions": ["ingest"], "rate_limits": {"ingest": 100000}})),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/api-keys",
+            &writer,
+            Some(
+                json!({"name": "x", "permissions": ["ingest"], "rate_limits": {"ingest": 100000}}),
+            ),
+        )
+        .await;
     assert_eq!(resp.status(), 403);
     // A read key may not create keys at all.
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/api-keys",
-        &reader,
-        Some(create(json!(["read"]))),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/api-keys",
+            &reader,
+            Some(create(json!(["read"]))),
+        )
+        .await;
     assert_eq!(resp.status(), 403);
     assert_eq!(json_of(resp).await["details"]["required"], "write");
 
@@ -192,9 +171,7 @@ async fn a_key_cannot_mint_a_key_with_more_permission_than_it_has() {
         json!({"name": "short", "permissions": ["write"], "expires_at": "2090-01-01T00:00:00Z"}),
     )
     .await;
-    let resp = call(
-        &app,
-        Method::POST,
+    let resp = app.call(Method::POST,
         "/api/settings/api-keys",
         &expiring,
         Some(json!({"name": "longer", "permissions": ["ingest"], "expires_at": "2095-01-01T00:00:00Z"})),
@@ -202,14 +179,14 @@ async fn a_key_cannot_mint_a_key_with_more_permission_than_it_has() {
     .await;
     assert_eq!(resp.status(), 400);
     assert!(json_of(resp).await["details"]["expires_at"].is_string());
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/api-keys",
-        &expiring,
-        Some(create(json!(["ingest"]))),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/api-keys",
+            &expiring,
+            Some(create(json!(["ingest"]))),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     assert_eq!(
         json_of(resp).await["data"]["expires_at"],
@@ -221,9 +198,7 @@ async fn a_key_cannot_mint_a_key_with_more_permission_than_it_has() {
 #[tokio::test]
 async fn invalid_key_requests_name_every_bad_field() {
     let app = TestApp::spawn().await;
-    let resp = call(
-        &app,
-        Method::POST,
+    let resp = app.call(Method::POST,
         "/api/settings/api-keys",
         &app.key,
         Some(json!({"name": "", "permissions": ["root"], "expires_at": "2001-01-01T00:00:00Z", "rate_limits": {"ingest": 0}})),
@@ -235,14 +210,14 @@ async fn invalid_key_requests_name_every_bad_field() {
     for field in ["name", "permissions", "expires_at", "rate_limits.ingest"] {
         assert!(b["details"][field].is_string(), "{field} in {b}");
     }
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/api-keys",
-        &app.key,
-        Some(json!({"name": "n"})),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/api-keys",
+            &app.key,
+            Some(json!({"name": "n"})),
+        )
+        .await;
     assert_eq!(json_of(resp).await["details"]["permissions"], "is required");
     app.shutdown().await;
 }
@@ -252,26 +227,26 @@ async fn a_revoked_key_is_refused_within_the_key_cache_ttl() {
     let app = TestApp::spawn().await;
     let (id, secret) = mint(&app, json!({"name": "soon gone", "permissions": ["read"]})).await;
     assert_eq!(
-        call(&app, Method::GET, "/api/errors", &secret, None)
+        app.call(Method::GET, "/api/errors", &secret, None)
             .await
             .status(),
         200
     );
 
-    let resp = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/settings/api-keys/{id}"),
-        &app.key,
-        None,
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::DELETE,
+            &format!("/api/settings/api-keys/{id}"),
+            &app.key,
+            None,
+        )
+        .await;
     assert_eq!(resp.status(), 204);
     // The bound is the key cache TTL (500 ms in tests, KEY_CACHE_TTL_MS in production).
     let deadline =
         tokio::time::Instant::now() + app.settings.key_cache_ttl + Duration::from_secs(3);
     loop {
-        let resp = call(&app, Method::GET, "/api/errors", &secret, None).await;
+        let resp = app.call(Method::GET, "/api/errors", &secret, None).await;
         if resp.status() == 401 {
             assert_eq!(json_of(resp).await["code"], "unauthorized");
             break;
@@ -283,8 +258,11 @@ async fn a_revoked_key_is_refused_within_the_key_cache_ttl() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Gone from the listing; revoking again (or an unknown id) is 404, a malformed id 400.
-    let list =
-        json_of(call(&app, Method::GET, "/api/settings/api-keys", &app.key, None).await).await;
+    let list = json_of(
+        app.call(Method::GET, "/api/settings/api-keys", &app.key, None)
+            .await,
+    )
+    .await;
     assert!(
         list["data"]["api_keys"]
             .as_array()
@@ -292,23 +270,23 @@ async fn a_revoked_key_is_refused_within_the_key_cache_ttl() {
             .iter()
             .all(|k| k["id"] != id.as_str())
     );
-    let again = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/settings/api-keys/{id}"),
-        &app.key,
-        None,
-    )
-    .await;
+    let again = app
+        .call(
+            Method::DELETE,
+            &format!("/api/settings/api-keys/{id}"),
+            &app.key,
+            None,
+        )
+        .await;
     assert_eq!(again.status(), 404);
-    let bad = call(
-        &app,
-        Method::DELETE,
-        "/api/settings/api-keys/nope",
-        &app.key,
-        None,
-    )
-    .await;
+    let bad = app
+        .call(
+            Method::DELETE,
+            "/api/settings/api-keys/nope",
+            &app.key,
+            None,
+        )
+        .await;
     assert_eq!(bad.status(), 400);
     app.shutdown().await;
 }
@@ -319,7 +297,7 @@ async fn last_used_is_recorded_at_most_once_per_interval_per_key() {
     let (id, secret) = mint(&app, json!({"name": "busy", "permissions": ["read"]})).await;
     for _ in 0..20 {
         assert_eq!(
-            call(&app, Method::GET, "/api/errors", &secret, None)
+            app.call(Method::GET, "/api/errors", &secret, None)
                 .await
                 .status(),
             200
@@ -328,8 +306,11 @@ async fn last_used_is_recorded_at_most_once_per_interval_per_key() {
     // The app's background flush writes it (every 100 ms in tests).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let list =
-            json_of(call(&app, Method::GET, "/api/settings/api-keys", &app.key, None).await).await;
+        let list = json_of(
+            app.call(Method::GET, "/api/settings/api-keys", &app.key, None)
+                .await,
+        )
+        .await;
         let key = list["data"]["api_keys"]
             .as_array()
             .unwrap()
@@ -366,14 +347,14 @@ async fn last_used_is_recorded_at_most_once_per_interval_per_key() {
 #[tokio::test]
 async fn team_invitations_are_listed_and_a_duplicate_email_conflicts() {
     let app = TestApp::spawn().await;
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/team/invite",
-        &app.key,
-        Some(json!({"email": "newuser@company.com", "role": "viewer"})),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/team/invite",
+            &app.key,
+            Some(json!({"email": "newuser@company.com", "role": "viewer"})),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let member = json_of(resp).await["data"].clone();
     assert_eq!(member["email"], "newuser@company.com");
@@ -382,19 +363,23 @@ async fn team_invitations_are_listed_and_a_duplicate_email_conflicts() {
     assert_eq!(member["name"], "newuser");
     assert!(member["id"].is_string() && member["created_at"].is_string());
 
-    let team = json_of(call(&app, Method::GET, "/api/settings/team", &app.key, None).await).await;
+    let team = json_of(
+        app.call(Method::GET, "/api/settings/team", &app.key, None)
+            .await,
+    )
+    .await;
     assert_eq!(team["status"], "success");
     assert_eq!(team["data"]["members"], json!([member]));
 
     // The same address in another case is the same person.
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/team/invite",
-        &app.key,
-        Some(json!({"email": "NewUser@Company.com", "role": "admin"})),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/team/invite",
+            &app.key,
+            Some(json!({"email": "NewUser@Company.com", "role": "admin"})),
+        )
+        .await;
     assert_eq!(resp.status(), 409);
     let b = json_of(resp).await;
     assert_eq!(b["code"], "conflict");
@@ -407,30 +392,34 @@ async fn team_invitations_are_listed_and_a_duplicate_email_conflicts() {
         (json!({"role": "viewer"}), "email"),
         (json!({"email": "a@b.co"}), "role"),
     ] {
-        let resp = call(
-            &app,
-            Method::POST,
-            "/api/settings/team/invite",
-            &app.key,
-            Some(body.clone()),
-        )
-        .await;
+        let resp = app
+            .call(
+                Method::POST,
+                "/api/settings/team/invite",
+                &app.key,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(resp.status(), 400, "{body}");
         assert!(json_of(resp).await["details"][field].is_string(), "{body}");
     }
 
     // The same address may be invited to another project; it does not see this one's team.
     let (_, other) = other_project(&app, "second").await;
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/team/invite",
-        &other,
-        Some(json!({"email": "newuser@company.com", "role": "owner"})),
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/team/invite",
+            &other,
+            Some(json!({"email": "newuser@company.com", "role": "owner"})),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let team = json_of(
+        app.call(Method::GET, "/api/settings/team", &other, None)
+            .await,
     )
     .await;
-    assert_eq!(resp.status(), 201);
-    let team = json_of(call(&app, Method::GET, "/api/settings/team", &other, None).await).await;
     assert_eq!(team["data"]["members"].as_array().unwrap().len(), 1);
     assert_eq!(team["data"]["members"][0]["role"], "owner");
     app.shutdown().await;
@@ -439,14 +428,14 @@ async fn team_invitations_are_listed_and_a_duplicate_email_conflicts() {
 #[tokio::test]
 async fn a_new_project_comes_with_an_admin_key_that_sees_only_that_project() {
     let app = TestApp::spawn().await;
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/projects",
-        &app.key,
-        Some(json!({"name": "checkout"})),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/projects",
+            &app.key,
+            Some(json!({"name": "checkout"})),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let b = json_of(resp).await;
     let project = b["data"]["id"].as_str().unwrap().to_string();
@@ -454,44 +443,48 @@ async fn a_new_project_comes_with_an_admin_key_that_sees_only_that_project() {
     let key = b["data"]["api_key"].as_str().unwrap().to_string();
     assert!(key.starts_with("fl_"));
 
-    let list = json_of(call(&app, Method::GET, "/api/projects", &key, None).await).await;
+    let list = json_of(app.call(Method::GET, "/api/projects", &key, None).await).await;
     assert_eq!(list["data"]["projects"].as_array().unwrap().len(), 1);
     assert_eq!(list["data"]["projects"][0]["id"], project.as_str());
-    let keys = json_of(call(&app, Method::GET, "/api/settings/api-keys", &key, None).await).await;
+    let keys = json_of(
+        app.call(Method::GET, "/api/settings/api-keys", &key, None)
+            .await,
+    )
+    .await;
     let keys = keys["data"]["api_keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["project_id"], project.as_str());
     assert_eq!(keys[0]["permissions"], json!(["admin"]));
 
     // Names are unique; bad names and non-admin keys are refused.
-    let dup = call(
-        &app,
-        Method::POST,
-        "/api/projects",
-        &app.key,
-        Some(json!({"name": "checkout"})),
-    )
-    .await;
+    let dup = app
+        .call(
+            Method::POST,
+            "/api/projects",
+            &app.key,
+            Some(json!({"name": "checkout"})),
+        )
+        .await;
     assert_eq!(dup.status(), 409);
     assert_eq!(json_of(dup).await["details"]["name"], "already taken");
-    let bad = call(
-        &app,
-        Method::POST,
-        "/api/projects",
-        &app.key,
-        Some(json!({"name": "  "})),
-    )
-    .await;
+    let bad = app
+        .call(
+            Method::POST,
+            "/api/projects",
+            &app.key,
+            Some(json!({"name": "  "})),
+        )
+        .await;
     assert_eq!(bad.status(), 400);
     let writer = app.create_key(&[Permission::Write, Permission::Read]).await;
-    let denied = call(
-        &app,
-        Method::POST,
-        "/api/projects",
-        &writer,
-        Some(json!({"name": "x"})),
-    )
-    .await;
+    let denied = app
+        .call(
+            Method::POST,
+            "/api/projects",
+            &writer,
+            Some(json!({"name": "x"})),
+        )
+        .await;
     assert_eq!(denied.status(), 403);
     assert_eq!(json_of(denied).await["details"]["required"], "admin");
     app.shutdown().await;
@@ -501,8 +494,7 @@ async fn a_new_project_comes_with_an_admin_key_that_sees_only_that_project() {
 async fn another_projects_keys_and_members_answer_404_or_are_absent() {
     let app = TestApp::spawn().await;
     let (mine, _) = mint(&app, json!({"name": "mine", "permissions": ["read"]})).await;
-    call(
-        &app,
+    app.call(
         Method::POST,
         "/api/settings/team/invite",
         &app.key,
@@ -512,18 +504,21 @@ async fn another_projects_keys_and_members_answer_404_or_are_absent() {
     let (_, other) = other_project(&app, "tenant-b").await;
 
     // Revoking this project's key with the other project's admin key: 404, and the key still works.
-    let resp = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/settings/api-keys/{mine}"),
-        &other,
-        None,
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::DELETE,
+            &format!("/api/settings/api-keys/{mine}"),
+            &other,
+            None,
+        )
+        .await;
     assert_eq!(resp.status(), 404);
     assert_eq!(json_of(resp).await["code"], "not_found");
-    let still =
-        json_of(call(&app, Method::GET, "/api/settings/api-keys", &app.key, None).await).await;
+    let still = json_of(
+        app.call(Method::GET, "/api/settings/api-keys", &app.key, None)
+            .await,
+    )
+    .await;
     assert!(
         still["data"]["api_keys"]
             .as_array()
@@ -533,7 +528,11 @@ async fn another_projects_keys_and_members_answer_404_or_are_absent() {
     );
 
     // Listings of the other project never contain this one's keys, members or project.
-    let keys = json_of(call(&app, Method::GET, "/api/settings/api-keys", &other, None).await).await;
+    let keys = json_of(
+        app.call(Method::GET, "/api/settings/api-keys", &other, None)
+            .await,
+    )
+    .await;
     assert!(
         keys["data"]["api_keys"]
             .as_array()
@@ -541,9 +540,13 @@ async fn another_projects_keys_and_members_answer_404_or_are_absent() {
             .iter()
             .all(|k| k["id"] != mine.as_str())
     );
-    let team = json_of(call(&app, Method::GET, "/api/settings/team", &other, None).await).await;
+    let team = json_of(
+        app.call(Method::GET, "/api/settings/team", &other, None)
+            .await,
+    )
+    .await;
     assert_eq!(team["data"]["members"], json!([]));
-    let projects = json_of(call(&app, Method::GET, "/api/projects", &other, None).await).await;
+    let projects = json_of(app.call(Method::GET, "/api/projects", &other, None).await).await;
     assert!(
         !projects
             .to_string()
@@ -758,7 +761,7 @@ async fn the_permission_matrix_is_enforced_endpoint_by_endpoint() {
     for (method, path, body, required) in &matrix {
         for (has, key) in &keys {
             let allowed = faultline_shared::domain::Permissions::new(vec![*has]).allows(*required);
-            let resp = call(&app, method.clone(), path, key, body.clone()).await;
+            let resp = app.call(method.clone(), path, key, body.clone()).await;
             let status = resp.status().as_u16();
             if allowed {
                 assert!(
@@ -785,7 +788,7 @@ async fn the_permission_matrix_is_enforced_endpoint_by_endpoint() {
             .unwrap();
         assert_eq!(resp.status(), 401, "{method} {path} without a key");
         assert_eq!(
-            call(&app, method.clone(), path, "fl_wrong", body.clone())
+            app.call(method.clone(), path, "fl_wrong", body.clone())
                 .await
                 .status(),
             401
@@ -868,17 +871,17 @@ async fn a_key_revoked_on_one_instance_is_refused_by_another_within_the_ttl() {
         "cached on the second instance"
     );
 
-    let resp = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/settings/api-keys/{id}"),
-        &app.key,
-        None,
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::DELETE,
+            &format!("/api/settings/api-keys/{id}"),
+            &app.key,
+            None,
+        )
+        .await;
     assert_eq!(resp.status(), 204);
     assert_eq!(
-        call(&app, Method::GET, "/api/errors", &secret, None)
+        app.call(Method::GET, "/api/errors", &secret, None)
             .await
             .status(),
         401

@@ -12,25 +12,6 @@ use std::{
 };
 use support::TestApp;
 
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app
-        .client
-        .request(method, format!("{}{}", app.addr, path))
-        .header("x-api-key", key);
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    req.send().await.expect("request sent")
-}
-
 fn header(resp: &Response, name: &str) -> Option<u64> {
     resp.headers()
         .get(name)
@@ -54,7 +35,7 @@ async fn the_request_after_the_limit_gets_429_until_the_window_lets_it_pass() {
     let app = spawn_limited(3, 6).await;
     let key = app.create_key(&[Permission::Read]).await;
     for expected_remaining in [2, 1, 0] {
-        let resp = call(&app, Method::GET, "/api/projects", &key, None).await;
+        let resp = app.call(Method::GET, "/api/projects", &key, None).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "x-ratelimit-limit"), Some(3));
         assert_eq!(
@@ -63,7 +44,7 @@ async fn the_request_after_the_limit_gets_429_until_the_window_lets_it_pass() {
         );
         assert!(header(&resp, "x-ratelimit-reset").is_some());
     }
-    let resp = call(&app, Method::GET, "/api/projects", &key, None).await;
+    let resp = app.call(Method::GET, "/api/projects", &key, None).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(header(&resp, "x-ratelimit-limit"), Some(3));
     assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(0));
@@ -80,14 +61,14 @@ async fn the_request_after_the_limit_gets_429_until_the_window_lets_it_pass() {
 
     // Another key has its own budget.
     let other = app.create_key(&[Permission::Read]).await;
-    let resp = call(&app, Method::GET, "/api/projects", &other, None).await;
+    let resp = app.call(Method::GET, "/api/projects", &other, None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(2));
 
     // After the wait, the first key passes again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = call(&app, Method::GET, "/api/projects", &key, None).await;
+        let resp = app.call(Method::GET, "/api/projects", &key, None).await;
         if resp.status() == 200 {
             break;
         }
@@ -145,23 +126,23 @@ async fn ingest_analytics_and_other_requests_have_separate_budgets() {
 #[tokio::test]
 async fn a_keys_own_limit_overrides_the_default() {
     let app = TestApp::spawn().await;
-    let resp = call(
-        &app,
-        Method::POST,
-        "/api/settings/api-keys",
-        &app.key,
-        Some(json!({"name": "tight", "permissions": ["read"], "rate_limits": {"other": 1}})),
-    )
-    .await;
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/settings/api-keys",
+            &app.key,
+            Some(json!({"name": "tight", "permissions": ["read"], "rate_limits": {"other": 1}})),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let b: Value = resp.json().await.unwrap();
     assert_eq!(b["data"]["rate_limits"], json!({"other": 1}));
     let key = b["data"]["api_key"].as_str().unwrap().to_string();
-    let first = call(&app, Method::GET, "/api/errors", &key, None).await;
+    let first = app.call(Method::GET, "/api/errors", &key, None).await;
     assert_eq!(first.status(), 200);
     assert_eq!(header(&first, "x-ratelimit-limit"), Some(1));
     assert_eq!(
-        call(&app, Method::GET, "/api/errors", &key, None)
+        app.call(Method::GET, "/api/errors", &key, None)
             .await
             .status(),
         429
@@ -296,14 +277,18 @@ async fn usage_shows_accepted_and_refused_events_by_reason_and_key() {
     assert_eq!(app.post_event(&ok).await.status(), 202);
     assert_eq!(app.post_event(&ok).await.status(), 429);
     let reader = app.create_key(&[Permission::Read]).await;
-    let resp = call(&app, Method::POST, "/api/errors", &reader, Some(ok.clone())).await;
+    let resp = app
+        .call(Method::POST, "/api/errors", &reader, Some(ok.clone()))
+        .await;
     assert_eq!(resp.status(), 403);
 
     // Counts reach Redis in the background (every 100 ms in tests); sum two hours in case the
     // test straddles an hour boundary.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = call(&app, Method::GET, "/api/usage?hours=2", &reader, None).await;
+        let resp = app
+            .call(Method::GET, "/api/usage?hours=2", &reader, None)
+            .await;
         let status = resp.status();
         let b: Value = resp.json().await.unwrap();
         assert_eq!(status, 200, "{b}");
@@ -334,7 +319,9 @@ async fn usage_shows_accepted_and_refused_events_by_reason_and_key() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let bad = call(&app, Method::GET, "/api/usage?hours=0", &reader, None).await;
+    let bad = app
+        .call(Method::GET, "/api/usage?hours=0", &reader, None)
+        .await;
     assert_eq!(bad.status(), 400);
     app.shutdown().await;
 }

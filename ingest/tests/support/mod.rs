@@ -197,6 +197,26 @@ impl TestApp {
         .await
     }
 
+    /// Any method on any path with the given key; a body is sent as JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.addr, path))
+            .header("x-api-key", key);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        req.send().await.expect("request sent")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{}", self.addr, path))
