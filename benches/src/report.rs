@@ -327,6 +327,22 @@ pub fn human(r: &RunResult) -> String {
             StackInfo::mean(i, "ingest_publish_batch_events").unwrap_or(0.0),
             StackInfo::mean(i, "ingest_publish_confirm_seconds").unwrap_or(0.0) * 1000.0,
         );
+        let statements: Vec<String> = w
+            .iter()
+            .filter_map(|(series, sum)| {
+                let labels = series.strip_prefix("worker_statement_seconds_sum")?;
+                let count = w.get(&format!("worker_statement_seconds_count{labels}"))?;
+                let name = labels.split('"').nth(1).unwrap_or(labels);
+                (*count > 0.0).then(|| format!("{name} {:.2}", sum / count * 1000.0))
+            })
+            .collect();
+        if !statements.is_empty() {
+            let _ = writeln!(
+                s,
+                "  worker statements, mean ms each: {}",
+                statements.join(", ")
+            );
+        }
     }
     let _ = write!(
         s,

@@ -159,6 +159,14 @@ const METRICS: &[&str] = &[
     "ingest_publish_batch_events_count",
     "ingest_publish_confirm_seconds_sum",
     "ingest_publish_confirm_seconds_count",
+    "worker_statement_seconds_sum",
+    "worker_statement_seconds_count",
+];
+
+/// Series of `METRICS` kept per label set instead of summed (e.g. one per SQL statement).
+const BY_LABEL: &[&str] = &[
+    "worker_statement_seconds_sum",
+    "worker_statement_seconds_count",
 ];
 
 /// The `METRICS` series a service's `/metrics` exposes, summed over their labels.
@@ -189,7 +197,12 @@ async fn scrape(port: u16) -> BTreeMap<String, f64> {
         if METRICS.contains(&name)
             && let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
         {
-            *out.entry(name.to_string()).or_default() += value;
+            let key = if BY_LABEL.contains(&name) {
+                line.rsplit_once(' ').map_or(name, |(series, _)| series)
+            } else {
+                name
+            };
+            *out.entry(key.to_string()).or_default() += value;
         }
     }
     out

@@ -186,10 +186,11 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// Longest a partial batch waits for more events before it is written.
     pub batch_wait: Duration,
-    /// Unacknowledged broker messages in hand at once (each may carry many events). It bounds the
-    /// batch: ingest packs ~5 events per message under load, so 64 messages capped transactions at
-    /// ~320 events and the worker idled during each commit (benches/RESULTS.md, "prefetch stall").
-    /// 256 lets a batch fill to `WORKER_BATCH_SIZE`; memory stays bounded by 256 messages of at most
+    /// Unacknowledged broker messages in hand at once (each may carry many events). Two batches
+    /// share it (one committing while the next is gathered), so each batch takes at most half. It
+    /// must be large enough for half of it to fill `WORKER_BATCH_SIZE` at ingest's typical packing
+    /// (a few events per message under load), or batches stall on the window (benches/RESULTS.md,
+    /// "prefetch stall"). Memory stays bounded by `prefetch` messages of at most
     /// `PUBLISH_MAX_EVENTS` events.
     pub prefetch: u16,
     /// Events older than this are deleted by the retention job; groups and rollups stay.
@@ -205,9 +206,9 @@ impl WorkerSettings {
         Ok(Self {
             services: ServiceUrls::from_env()?,
             port: parse_or("WORKER_PORT", 8081)?,
-            batch_size: parse_or("WORKER_BATCH_SIZE", 1000)?,
+            batch_size: parse_or("WORKER_BATCH_SIZE", 2000)?,
             batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 50)?),
-            prefetch: parse_or("WORKER_PREFETCH", 256)?,
+            prefetch: parse_or("WORKER_PREFETCH", 1024)?,
             retention_days: parse_or("EVENT_RETENTION_DAYS", 30)?,
             retention_interval: Duration::from_secs(parse_or("RETENTION_INTERVAL_SECS", 300)?),
             retention_batch: parse_or("RETENTION_BATCH", 5000)?,

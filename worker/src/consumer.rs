@@ -150,6 +150,16 @@ pub async fn run(
     tracing::info!("Consumer finished.");
 }
 
+/// A batch gathered from the broker, ready to be written: its events and the tag that acks it.
+struct Batch {
+    events: Vec<ErrorEvent>,
+    last_tag: u64,
+}
+
+/// Gathers batches and commits them at the same time: while one batch's transaction runs, the
+/// next one is being received and decoded (prefetch permitting), so Postgres does not sit idle
+/// through the broker round trip after every ack. Batches are committed and acked in order, one
+/// at a time, so `ack(multiple)` covers exactly the committed deliveries.
 #[allow(clippy::too_many_arguments)]
 async fn consume(
     settings: &WorkerSettings,
@@ -161,7 +171,32 @@ async fn consume(
     consumer: &mut Consumer,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // One batch may wait while another commits; more would only hold deliveries unacked.
+    let (ready, pending) = tokio::sync::mpsc::channel::<Batch>(1);
+    let committer = commit_batches(pool, progress, channel, pending, shutdown.clone());
+    let gatherer = gather_batches(settings, topology, channel, dead, consumer, ready, shutdown);
+    tokio::try_join!(gatherer, committer)?;
+    Ok(())
+}
+
+/// Receives deliveries into batches, dead-letters what cannot be decoded, and hands each batch to
+/// the committer. Returns on shutdown (dropping the sender lets the committer finish what it has).
+async fn gather_batches(
+    settings: &WorkerSettings,
+    topology: &Topology,
+    channel: &Channel,
+    dead: &Channel,
+    consumer: &mut Consumer,
+    ready: tokio::sync::mpsc::Sender<Batch>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // Two batches can be unacked at once (one committing, one gathering), so each may take half
+    // of the prefetch window; with the whole window in hand nothing more can arrive before an ack.
+    let max_deliveries = (usize::from(settings.prefetch) / 2).max(1);
     loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
         // Wait for the first delivery (or shutdown).
         let first = tokio::select! {
             d = consumer.next() => d,
@@ -182,10 +217,8 @@ async fn consume(
             &mut events,
         ));
         let deadline = tokio::time::Instant::now() + settings.batch_wait;
-        // With `prefetch` deliveries in hand the broker sends nothing more until we ack, so
-        // waiting out `batch_wait` would only idle: close the batch at once.
         let mut deliveries = 1usize;
-        while events < settings.batch_size && deliveries < usize::from(settings.prefetch) {
+        while events < settings.batch_size && deliveries < max_deliveries {
             match tokio::time::timeout_at(deadline, consumer.next()).await {
                 Ok(Some(Ok(d))) => {
                     deliveries += 1;
@@ -222,8 +255,25 @@ async fn consume(
         let events: Vec<ErrorEvent> = batch.into_iter().flat_map(|d| d.events).collect();
         metrics::histogram!("worker_batch_events").record(events.len() as f64);
         metrics::counter!("worker_batches_total").increment(1);
-        // Retry the database until it takes the batch. The deliveries stay unacked meanwhile:
-        // a crash or a shutdown here hands them back to the broker, never loses them.
+        if ready.send(Batch { events, last_tag }).await.is_err() {
+            // The committer stopped: on shutdown that is expected; otherwise its error is the
+            // one `try_join!` reports.
+            return Ok(());
+        }
+    }
+}
+
+/// Commits batches in the order they were gathered and acks each after its commit. A database
+/// failure is retried with backoff while the deliveries stay unacked: a crash or a shutdown here
+/// hands them back to the broker, never loses them.
+async fn commit_batches(
+    pool: &PgPool,
+    progress: &crate::invalidate::Progress,
+    channel: &Channel,
+    mut pending: tokio::sync::mpsc::Receiver<Batch>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    while let Some(Batch { events, last_tag }) = pending.recv().await {
         let mut backoff = Duration::from_millis(100);
         loop {
             match process_batch(pool, &events).await {
@@ -239,6 +289,12 @@ async fn consume(
                 Err(e) => {
                     metrics::counter!("worker_batch_failures_total").increment(1);
                     tracing::warn!(error = %e, ?backoff, events = events.len(), "Batch not committed; will retry.");
+                    if *shutdown.borrow() {
+                        tracing::info!(
+                            "Shutting down with an uncommitted batch; the broker will redeliver it."
+                        );
+                        return Ok(());
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {
@@ -253,10 +309,8 @@ async fn consume(
         channel
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
-        if *shutdown.borrow() {
-            return Ok(());
-        }
     }
+    Ok(())
 }
 
 /// Publishes undecodable events to the dead-letter exchange and waits for the broker's confirm,

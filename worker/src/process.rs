@@ -48,6 +48,16 @@ struct GroupAgg<'a> {
     last_seen: DateTime<Utc>,
 }
 
+/// Awaits one statement and records how long it took (`worker_statement_seconds`), so a slow
+/// batch can be traced to the statement that made it slow from `/metrics` alone.
+async fn timed<T>(statement: &'static str, fut: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = fut.await;
+    metrics::histogram!("worker_statement_seconds", "statement" => statement)
+        .record(started.elapsed().as_secs_f64());
+    out
+}
+
 fn minute_of(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
 }
@@ -105,8 +115,8 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
         rows.extra.push(e.extra.clone());
     }
 
-    let mut tx = pool.begin().await?;
-    let new_ids: HashSet<Uuid> = store::insert_events(&mut tx, &rows)
+    let mut tx = timed("begin", pool.begin()).await?;
+    let new_ids: HashSet<Uuid> = timed("insert_events", store::insert_events(&mut tx, &rows))
         .await?
         .into_iter()
         .collect();
@@ -178,7 +188,7 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             g.first_seen.push(agg.first_seen);
             g.last_seen.push(agg.last_seen);
         }
-        store::upsert_groups(&mut tx, &g).await?;
+        timed("upsert_groups", store::upsert_groups(&mut tx, &g)).await?;
 
         let mut r = RollupRows::default();
         for ((project_id, minute, group_id, level, environment), count) in &rollups {
@@ -189,9 +199,9 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             r.environment.push(environment.to_string());
             r.count.push(*count);
         }
-        store::upsert_rollups(&mut tx, &r).await?;
+        timed("upsert_rollups", store::upsert_rollups(&mut tx, &r)).await?;
     }
-    tx.commit().await?;
+    timed("commit", tx.commit()).await?;
 
     metrics::histogram!("worker_transaction_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("worker_events_processed_total").increment(outcome.inserted as u64);

@@ -90,11 +90,13 @@ pub struct GroupRows {
 }
 
 /// Adds the batch's counts to the groups, keeping the newest sample. A resolved group that sees an
-/// event newer than its resolution is reopened and marked regressed.
+/// event newer than its resolution is reopened and marked regressed. A group created here also
+/// gets its searchable text (`error_group_search`), written once so the hot row needs no text index.
 #[tracing::instrument(skip_all, fields(groups = rows.id.len()))]
 pub async fn upsert_groups(conn: &mut PgConnection, rows: &GroupRows) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO error_groups AS g (id, project_id, fingerprint, grouping_version,
+        "WITH up AS (
+         INSERT INTO error_groups AS g (id, project_id, fingerprint, grouping_version,
                 normalized_message, grouping_frames, custom_fingerprint, level, message, stack_trace,
                 context, source, environment, url, user_agent, ip_address, release,
                 latest_event_id, count, first_seen, last_seen)
@@ -123,7 +125,11 @@ pub async fn upsert_groups(conn: &mut PgConnection, rows: &GroupRows) -> Result<
             resolved = g.resolved AND EXCLUDED.last_seen <= COALESCE(g.resolved_at, '-infinity'),
             resolved_at = CASE WHEN g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')
                                THEN NULL ELSE g.resolved_at END,
-            updated_at = now()",
+            updated_at = now()
+         RETURNING id, project_id, message, xmax = 0 AS created)
+         INSERT INTO error_group_search (group_id, project_id, message)
+         SELECT id, project_id, message FROM up WHERE created ORDER BY id
+         ON CONFLICT (group_id) DO NOTHING",
     )
     .bind(&rows.id)
     .bind(&rows.project_id)

@@ -140,9 +140,13 @@ fn push_filters(b: &mut QueryBuilder<Postgres>, project: Uuid, q: &ErrorQuery) {
             .replace('\\', "\\\\")
             .replace('%', "\\%")
             .replace('_', "\\_");
-        b.push(" AND message ILIKE ")
+        // The trigram index is on `error_group_search` (the group's first message), not on the
+        // group row, which the worker rewrites with every batch (migrations/0005_hot_groups.sql).
+        b.push(" AND id IN (SELECT group_id FROM error_group_search WHERE project_id = ")
+            .push_bind(project)
+            .push(" AND message ILIKE ")
             .push_bind(format!("%{escaped}%"))
-            .push(" ESCAPE '\\'");
+            .push(" ESCAPE '\\')");
     }
     if let Some(since) = q.since {
         b.push(" AND last_seen >= ").push_bind(since);

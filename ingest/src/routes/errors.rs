@@ -38,7 +38,7 @@ fn parse_level(s: &str) -> Option<Level> {
         ("source" = Option<String>, Query, description = "exact source, e.g. backend"),
         ("environment" = Option<String>, Query, description = "exact environment"),
         ("resolved" = Option<bool>, Query, description = "true or false"),
-        ("q" = Option<String>, Query, description = "text contained in the message (case-insensitive)"),
+        ("q" = Option<String>, Query, description = "text contained in the message of the group's first event, its title (case-insensitive)"),
         ("since" = Option<String>, Query, description = "RFC 3339; last_seen at or after"),
         ("until" = Option<String>, Query, description = "RFC 3339; last_seen at or before"),
         ("sort" = Option<String>, Query, description = "last_seen (default), first_seen or count; a leading - means descending"),
