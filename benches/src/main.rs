@@ -90,6 +90,10 @@ pub struct Args {
     /// Directory for the logs of the services started by --stack.
     #[arg(long, env = "LOADGEN_LOG_DIR", default_value = "target/bench-logs")]
     pub log_dir: String,
+    /// With --stack: groups stored before the run (in a second project, `history`, with their
+    /// per-minute rows), to show whether the cost of a batch grows with what is already stored.
+    #[arg(long, env = "LOADGEN_SEED_GROUPS", default_value_t = 0)]
+    pub seed_groups: u64,
 }
 
 impl Args {

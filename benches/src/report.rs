@@ -62,6 +62,8 @@ pub struct RunResult {
     pub event_bytes: usize,
     pub batch_share: f64,
     pub batch_size: usize,
+    /// Groups stored before the run (`--seed-groups`).
+    pub seed_groups: u64,
     pub requests: u64,
     pub events_sent: u64,
     pub events_accepted: u64,
@@ -171,6 +173,7 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
         event_bytes,
         batch_share: args.batch_share,
         batch_size: args.batch_size,
+        seed_groups: args.seed_groups,
         requests: out.requests,
         events_sent: out.events_sent,
         events_accepted: out.events_accepted,

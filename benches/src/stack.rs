@@ -208,6 +208,87 @@ async fn scrape(port: u16) -> BTreeMap<String, f64> {
     out
 }
 
+/// Stores `groups` groups in a project of their own (`history`), as the worker would have left
+/// them after 30 days: one per-minute row and one search row each, spread over the month. The
+/// bench project's drain query stays cheap; the tables and their indexes are as large as with a
+/// long history.
+async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let pool = sqlx::PgPool::connect(db_url).await?;
+    let project = faultline_shared::db::ensure_project(&pool, "history").await?;
+    let groups = i64::try_from(groups)?;
+    // In slices, so no single statement holds a million rows' worth of WAL and locks.
+    let slice = 100_000i64;
+    let mut from = 1i64;
+    while from <= groups {
+        let to = (from + slice - 1).min(groups);
+        sqlx::query(
+            "INSERT INTO error_groups (id, project_id, fingerprint, grouping_version,
+                 normalized_message, level, message, stack_trace, context, source, environment,
+                 count, first_seen, last_seen)
+             SELECT md5('history' || g)::uuid, $1, md5('history' || g), 1,
+                    'history failure <int> in module ' || (g % 997),
+                    (ARRAY['error','warning','info','debug'])[1 + g % 4],
+                    'history failure ' || g || ' in module ' || (g % 997),
+                    'Traceback (most recent call last): File app.py, line ' || (g % 500) || ', in handler',
+                    jsonb_build_object('user_id', g, 'path', '/api/items/' || g),
+                    (ARRAY['backend','frontend','api','worker','mobile'])[1 + g % 5],
+                    (ARRAY['production','staging','development'])[1 + g % 3],
+                    1 + g % 50,
+                    now() - interval '30 days' + (g % 43200) * interval '1 minute',
+                    now() - (g % 43200) * interval '1 minute'
+             FROM generate_series($2::bigint, $3::bigint) AS g",
+        )
+        .bind(project)
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+        .await
+        .context("seeding groups")?;
+        sqlx::query(
+            "INSERT INTO error_group_search (group_id, project_id, message)
+             SELECT id, project_id, message FROM error_groups
+             WHERE project_id = $1 AND fingerprint IN (
+                 SELECT md5('history' || g) FROM generate_series($2::bigint, $3::bigint) AS g)",
+        )
+        .bind(project)
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+        .await
+        .context("seeding search rows")?;
+        sqlx::query(
+            "INSERT INTO error_counts_minute (project_id, minute, group_id, level, environment, count)
+             SELECT project_id, date_trunc('minute', last_seen), id, level, environment, count
+             FROM error_groups
+             WHERE project_id = $1 AND fingerprint IN (
+                 SELECT md5('history' || g) FROM generate_series($2::bigint, $3::bigint) AS g)",
+        )
+        .bind(project)
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+        .await
+        .context("seeding per-minute rows")?;
+        from = to + 1;
+    }
+    sqlx::query("VACUUM ANALYZE error_groups")
+        .execute(&pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE error_counts_minute")
+        .execute(&pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE error_group_search")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    eprintln!(
+        "loadgen: seeded {groups} groups of history in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Runs a binary to completion and returns its stdout, failing with its stderr.
 async fn run_once(
     bin_dir: &Path,
@@ -299,6 +380,10 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
         .filter(|k| !k.is_empty())
         .context("create-key printed no key")?
         .to_string();
+
+    if args.seed_groups > 0 {
+        seed_history(&db_url, args.seed_groups).await?;
+    }
 
     let mut worker = spawn(&bin_dir, "worker", &env, &log_dir).await?;
     wait_healthy(&mut worker, worker_port).await?;

@@ -186,13 +186,16 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// Longest a partial batch waits for more events before it is written.
     pub batch_wait: Duration,
-    /// Unacknowledged broker messages in hand at once (each may carry many events). Two batches
-    /// share it (one committing while the next is gathered), so each batch takes at most half. It
-    /// must be large enough for half of it to fill `WORKER_BATCH_SIZE` at ingest's typical packing
+    /// Unacknowledged broker messages in hand at once (each may carry many events). The batches
+    /// in hand share it (those committing and the one being gathered), each taking an equal part. It
+    /// must be large enough for each part to fill `WORKER_BATCH_SIZE` at ingest's typical packing
     /// (a few events per message under load), or batches stall on the window (benches/RESULTS.md,
     /// "prefetch stall"). Memory stays bounded by `prefetch` messages of at most
     /// `PUBLISH_MAX_EVENTS` events.
     pub prefetch: u16,
+    /// Batches written at once, each in its own transaction (acks stay in delivery order). One
+    /// transaction uses at most one Postgres core; 2 suits a 2-core host.
+    pub commit_concurrency: u16,
     /// Events older than this are deleted by the retention job; groups and rollups stay.
     pub retention_days: u32,
     /// How often the retention job runs.
@@ -209,6 +212,7 @@ impl WorkerSettings {
             batch_size: parse_or("WORKER_BATCH_SIZE", 2000)?,
             batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 50)?),
             prefetch: parse_or("WORKER_PREFETCH", 1024)?,
+            commit_concurrency: parse_or("WORKER_COMMIT_CONCURRENCY", 2)?,
             retention_days: parse_or("EVENT_RETENTION_DAYS", 30)?,
             retention_interval: Duration::from_secs(parse_or("RETENTION_INTERVAL_SECS", 300)?),
             retention_batch: parse_or("RETENTION_BATCH", 5000)?,

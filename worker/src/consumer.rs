@@ -156,10 +156,12 @@ struct Batch {
     last_tag: u64,
 }
 
-/// Gathers batches and commits them at the same time: while one batch's transaction runs, the
-/// next one is being received and decoded (prefetch permitting), so Postgres does not sit idle
-/// through the broker round trip after every ack. Batches are committed and acked in order, one
-/// at a time, so `ack(multiple)` covers exactly the committed deliveries.
+/// Gathers batches and commits them at the same time: while batches are being written, the next
+/// one is received and decoded (prefetch permitting), so Postgres does not sit idle through the
+/// broker round trip after every ack. Up to `WORKER_COMMIT_CONCURRENCY` transactions run at once
+/// (one per core lets Postgres use them all); acks still go out in delivery order, each after
+/// its batch and every batch before it committed, so `ack(multiple)` covers exactly the committed
+/// deliveries.
 #[allow(clippy::too_many_arguments)]
 async fn consume(
     settings: &WorkerSettings,
@@ -173,7 +175,14 @@ async fn consume(
 ) -> anyhow::Result<()> {
     // One batch may wait while another commits; more would only hold deliveries unacked.
     let (ready, pending) = tokio::sync::mpsc::channel::<Batch>(1);
-    let committer = commit_batches(pool, progress, channel, pending, shutdown.clone());
+    let committer = commit_batches(
+        pool,
+        progress,
+        channel,
+        pending,
+        settings.commit_concurrency.max(1),
+        shutdown.clone(),
+    );
     let gatherer = gather_batches(settings, topology, channel, dead, consumer, ready, shutdown);
     tokio::try_join!(gatherer, committer)?;
     Ok(())
@@ -190,9 +199,11 @@ async fn gather_batches(
     ready: tokio::sync::mpsc::Sender<Batch>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // Two batches can be unacked at once (one committing, one gathering), so each may take half
-    // of the prefetch window; with the whole window in hand nothing more can arrive before an ack.
-    let max_deliveries = (usize::from(settings.prefetch) / 2).max(1);
+    // Several batches are unacked at once (those committing, one gathering), so each takes its
+    // share of the prefetch window; with the whole window in hand nothing more can arrive before
+    // an ack, and waiting out `batch_wait` would only idle.
+    let in_hand = usize::from(settings.commit_concurrency.max(1)) + 1;
+    let max_deliveries = (usize::from(settings.prefetch) / in_hand).max(1);
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -263,54 +274,88 @@ async fn gather_batches(
     }
 }
 
-/// Commits batches in the order they were gathered and acks each after its commit. A database
-/// failure is retried with backoff while the deliveries stay unacked: a crash or a shutdown here
-/// hands them back to the broker, never loses them.
+/// Commits up to `concurrency` batches at once and acks them in the order they were gathered,
+/// each once it and every batch before it committed. A database failure is retried with backoff
+/// while the deliveries stay unacked: a crash or a shutdown here hands them back to the broker,
+/// never loses them. Concurrent transactions cannot deadlock on rows: every statement writes in
+/// key order.
 async fn commit_batches(
     pool: &PgPool,
     progress: &crate::invalidate::Progress,
     channel: &Channel,
     mut pending: tokio::sync::mpsc::Receiver<Batch>,
-    mut shutdown: watch::Receiver<bool>,
+    concurrency: u16,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    while let Some(Batch { events, last_tag }) = pending.recv().await {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match process_batch(pool, &events).await {
-                Ok(outcome) => {
-                    tracing::debug!(?outcome, "Batch committed.");
-                    progress.committed(
-                        events.iter().map(|e| e.project_id),
-                        outcome.inserted,
-                        events.iter().map(|e| e.received_at).min(),
-                    );
-                    break;
-                }
-                Err(e) => {
-                    metrics::counter!("worker_batch_failures_total").increment(1);
-                    tracing::warn!(error = %e, ?backoff, events = events.len(), "Batch not committed; will retry.");
-                    if *shutdown.borrow() {
-                        tracing::info!(
-                            "Shutting down with an uncommitted batch; the broker will redeliver it."
-                        );
-                        return Ok(());
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {
-                            tracing::info!("Shutting down with an uncommitted batch; the broker will redeliver it.");
-                            return Ok(());
-                        }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+    let mut committing = futures_util::stream::FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            batch = pending.recv(), if open && committing.len() < usize::from(concurrency) => {
+                match batch {
+                    Some(batch) => committing.push_back(commit_one(pool, progress, batch, shutdown.clone())),
+                    None => open = false,
                 }
             }
+            done = committing.next(), if !committing.is_empty() => {
+                match done {
+                    Some(Some(last_tag)) => {
+                        channel
+                            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+                            .await?;
+                    }
+                    // Shutting down with this batch uncommitted: nothing after it may be acked
+                    // (an ack is cumulative); the broker redelivers them all, and the ids already
+                    // stored are skipped.
+                    Some(None) => return Ok(()),
+                    None => {}
+                }
+            }
+            else => return Ok(()),
         }
-        channel
-            .basic_ack(last_tag, BasicAckOptions { multiple: true })
-            .await?;
     }
-    Ok(())
+}
+
+/// Writes one batch, retrying with backoff until the database takes it; returns the tag that acks
+/// it, or `None` when shutdown came first.
+async fn commit_one(
+    pool: &PgPool,
+    progress: &crate::invalidate::Progress,
+    Batch { events, last_tag }: Batch,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<u64> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match process_batch(pool, &events).await {
+            Ok(outcome) => {
+                tracing::debug!(?outcome, "Batch committed.");
+                progress.committed(
+                    events.iter().map(|e| e.project_id),
+                    outcome.inserted,
+                    events.iter().map(|e| e.received_at).min(),
+                );
+                return Some(last_tag);
+            }
+            Err(e) => {
+                metrics::counter!("worker_batch_failures_total").increment(1);
+                tracing::warn!(error = %e, ?backoff, events = events.len(), "Batch not committed; will retry.");
+                if *shutdown.borrow() {
+                    tracing::info!(
+                        "Shutting down with an uncommitted batch; the broker will redeliver it."
+                    );
+                    return None;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {
+                        tracing::info!("Shutting down with an uncommitted batch; the broker will redeliver it.");
+                        return None;
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// Publishes undecodable events to the dead-letter exchange and waits for the broker's confirm,

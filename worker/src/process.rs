@@ -87,6 +87,10 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             }
         })
         .collect();
+    // Rows go in id order, like every other statement here, so concurrent batches that share
+    // events (a redelivery racing its original) wait on each other instead of deadlocking.
+    let mut prepared = prepared;
+    prepared.sort_unstable_by_key(|p| p.event.event_id);
     let mut outcome = Outcome {
         received: events.len(),
         ..Default::default()
