@@ -34,11 +34,15 @@ run() {
     storm) scenario "$1" "${COMMON[@]}" --fingerprints 1 --duration 20 ;;
     batch) scenario "$1" "${COMMON[@]}" --batch-share 0.1 --batch-size 100 --duration 20 ;;
     max-prefetch-1000) (export WORKER_PREFETCH=1000; scenario "$1" "${COMMON[@]}" --duration 30) ;;
+    # Cost does not grow with history: max-60s again with a million groups already stored.
+    history-1m) scenario "$1" "${COMMON[@]}" --duration 60 --seed-groups 1000000 ;;
+    # Memory stays flat: ten minutes at a fixed rate (RSS sampled every 5 s in the summary).
+    long-10min) scenario "$1" "${COMMON[@]}" --rate 3000 --duration 600 ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
 
 if [ "$#" -eq 0 ]; then
-  set -- latency-5k latency-10k max-60s storm batch max-prefetch-1000
+  set -- latency-5k latency-10k max-60s storm batch history-1m
 fi
 for s in "$@"; do run "$s"; done
