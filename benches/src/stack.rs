@@ -223,21 +223,28 @@ async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
     while from <= groups {
         let to = (from + slice - 1).min(groups);
         sqlx::query(
-            "INSERT INTO error_groups (id, project_id, fingerprint, grouping_version,
-                 normalized_message, level, message, stack_trace, context, source, environment,
-                 count, first_seen, last_seen)
-             SELECT md5('history' || g)::uuid, $1, md5('history' || g), 1,
-                    'history failure <int> in module ' || (g % 997),
-                    (ARRAY['error','warning','info','debug'])[1 + g % 4],
-                    'history failure ' || g || ' in module ' || (g % 997),
-                    'Traceback (most recent call last): File app.py, line ' || (g % 500) || ', in handler',
-                    jsonb_build_object('user_id', g, 'path', '/api/items/' || g),
-                    (ARRAY['backend','frontend','api','worker','mobile'])[1 + g % 5],
-                    (ARRAY['production','staging','development'])[1 + g % 3],
-                    1 + g % 50,
-                    now() - interval '30 days' + (g % 43200) * interval '1 minute',
-                    now() - (g % 43200) * interval '1 minute'
-             FROM generate_series($2::bigint, $3::bigint) AS g",
+            "WITH g AS (
+                 INSERT INTO error_groups (id, project_id, fingerprint, grouping_version,
+                     normalized_message, level, message, stack_trace, context, source, environment,
+                     count, first_seen, last_seen)
+                 SELECT md5('history' || g)::uuid, $1, md5('history' || g), 1,
+                        'history failure <int> in module ' || (g % 997),
+                        (ARRAY['error','warning','info','debug'])[1 + g % 4],
+                        'history failure ' || g || ' in module ' || (g % 997),
+                        'Traceback (most recent call last): File app.py, line ' || (g % 500) || ', in handler',
+                        jsonb_build_object('user_id', g, 'path', '/api/items/' || g),
+                        (ARRAY['backend','frontend','api','worker','mobile'])[1 + g % 5],
+                        (ARRAY['production','staging','development'])[1 + g % 3],
+                        1 + g % 50,
+                        now() - interval '30 days' + (g % 43200) * interval '1 minute',
+                        now() - (g % 43200) * interval '1 minute'
+                 FROM generate_series($2::bigint, $3::bigint) AS g
+                 RETURNING id, project_id, message, level, environment, count, last_seen),
+             s AS (
+                 INSERT INTO error_group_search (group_id, project_id, message)
+                 SELECT id, project_id, message FROM g)
+             INSERT INTO error_counts_minute (project_id, minute, group_id, level, environment, count)
+             SELECT project_id, date_trunc('minute', last_seen), id, level, environment, count FROM g",
         )
         .bind(project)
         .bind(from)
@@ -245,31 +252,6 @@ async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
         .execute(&pool)
         .await
         .context("seeding groups")?;
-        sqlx::query(
-            "INSERT INTO error_group_search (group_id, project_id, message)
-             SELECT id, project_id, message FROM error_groups
-             WHERE project_id = $1 AND fingerprint IN (
-                 SELECT md5('history' || g) FROM generate_series($2::bigint, $3::bigint) AS g)",
-        )
-        .bind(project)
-        .bind(from)
-        .bind(to)
-        .execute(&pool)
-        .await
-        .context("seeding search rows")?;
-        sqlx::query(
-            "INSERT INTO error_counts_minute (project_id, minute, group_id, level, environment, count)
-             SELECT project_id, date_trunc('minute', last_seen), id, level, environment, count
-             FROM error_groups
-             WHERE project_id = $1 AND fingerprint IN (
-                 SELECT md5('history' || g) FROM generate_series($2::bigint, $3::bigint) AS g)",
-        )
-        .bind(project)
-        .bind(from)
-        .bind(to)
-        .execute(&pool)
-        .await
-        .context("seeding per-minute rows")?;
         from = to + 1;
     }
     sqlx::query("VACUUM ANALYZE error_groups")
