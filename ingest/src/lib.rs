@@ -119,9 +119,8 @@ impl Application {
             max_events: settings.publish_max_events,
             confirm_timeout: settings.publish_timeout,
         });
-        let listener = TcpListener::bind(("0.0.0.0", settings.port))
-            .await
-            .with_context(|| format!("binding port {}", settings.port))?;
+        let listener =
+            bind(settings.port).with_context(|| format!("binding port {}", settings.port))?;
         let redis = redis_handle::RedisHandle::new(&settings.services.redis_url);
         let state = AppState(Arc::new(AppParts {
             keys: auth::KeyCache::new(pool.clone(), settings.key_cache_ttl),
@@ -190,6 +189,19 @@ impl Application {
         let _ = self.background_stop.send(true);
         Ok(())
     }
+}
+
+/// Most connections the kernel completes and queues before ingest accepts them (capped by
+/// `net.core.somaxconn`). tokio's default of 1024 overflows in a burst of new connections, and
+/// then the kernel drops handshakes: the clients wait seconds to retry, or believe they are
+/// connected to a server that never heard of them.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(port: u16) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)))?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Gives each request an id (the client's `X-Request-Id` when sane, else a new UUID v7), makes it

@@ -39,7 +39,9 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_timeout)
-        .max_buf_size(http.max_header_bytes.max(8192))
+        // A limit on the head itself: `max_buf_size` alone is not one, since a head that arrives
+        // in one large read is parsed whole before the buffer size is looked at.
+        .max_header_size(http.max_header_bytes)
         .max_headers(http.max_headers);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

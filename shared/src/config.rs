@@ -151,8 +151,7 @@ impl HttpSettings {
             body_timeout: Duration::from_millis(
                 parse_or("HTTP_BODY_TIMEOUT_MS", d.body_timeout.as_millis() as u64)?.max(1),
             ),
-            // hyper refuses a read buffer under 8 KiB.
-            max_header_bytes: parse_or("HTTP_MAX_HEADER_BYTES", d.max_header_bytes)?.max(8192),
+            max_header_bytes: parse_or("HTTP_MAX_HEADER_BYTES", d.max_header_bytes)?.max(1024),
             max_headers: parse_or("HTTP_MAX_HEADERS", d.max_headers)?.max(1),
             shutdown_grace: Duration::from_millis(parse_or(
                 "HTTP_SHUTDOWN_GRACE_MS",
