@@ -398,12 +398,16 @@ async fn a_sentry_event_nested_near_the_parser_limit_is_stored_with_its_neighbou
     let app = TestApp::spawn_with_worker().await;
     let project = ingest::sentry::auth::project_segment(DEFAULT_PROJECT_ID);
     let auth = format!("Sentry sentry_key={}, sentry_version=7", app.key);
-    let deep = nested(120);
-    for body in [
-        format!(r#"{{"message":"deep extra","extra":{{"a":{deep}}}}}"#),
-        format!(r#"{{"message":"deep contexts","contexts":{{"a":{deep}}}}}"#),
-        r#"{"message":"a neighbour"}"#.to_string(),
-    ] {
+    let mut bodies = vec![r#"{"message":"a neighbour"}"#.to_string()];
+    // Up to the parser's limit (the deepest of these are refused with a 400, which is fine).
+    for depth in 118..=127 {
+        let deep = nested(depth);
+        bodies.push(format!(r#"{{"message":"deep extra","extra":{{"a":{deep}}}}}"#));
+        bodies.push(format!(r#"{{"message":"deep contexts","contexts":{{"a":{deep}}}}}"#));
+        bodies.push(format!(r#"{{"message":"deep user","user":{deep}}}"#));
+    }
+    let mut accepted = 0;
+    for body in bodies {
         let r = app
             .client
             .post(format!("{}/api/{project}/store/", app.addr))
@@ -412,9 +416,15 @@ async fn a_sentry_event_nested_near_the_parser_limit_is_stored_with_its_neighbou
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
+        match r.status().as_u16() {
+            200 => accepted += 1,
+            400 => {}
+            other => panic!("unexpected status {other}"),
+        }
     }
-    app.wait_for_count(3, 30).await;
+    assert!(accepted > 10, "only {accepted} accepted");
+    // Every accepted event is stored: none was dead-lettered by the worker.
+    app.wait_for_count(accepted, 30).await;
     app.shutdown().await;
 }
 
