@@ -402,8 +402,12 @@ async fn a_sentry_event_nested_near_the_parser_limit_is_stored_with_its_neighbou
     // Up to the parser's limit (the deepest of these are refused with a 400, which is fine).
     for depth in 118..=127 {
         let deep = nested(depth);
-        bodies.push(format!(r#"{{"message":"deep extra","extra":{{"a":{deep}}}}}"#));
-        bodies.push(format!(r#"{{"message":"deep contexts","contexts":{{"a":{deep}}}}}"#));
+        bodies.push(format!(
+            r#"{{"message":"deep extra","extra":{{"a":{deep}}}}}"#
+        ));
+        bodies.push(format!(
+            r#"{{"message":"deep contexts","contexts":{{"a":{deep}}}}}"#
+        ));
         bodies.push(format!(r#"{{"message":"deep user","user":{deep}}}"#));
     }
     let mut accepted = 0;
