@@ -7,7 +7,7 @@
 # Redis prefix, with a new admin key, then removes them all. The local services must be running
 # (scripts/services.sh). Python's schemathesis is installed once into target/schemathesis-venv.
 #
-# Settings (environment): SCHEMATHESIS_MAX_EXAMPLES (per operation, default 25),
+# Settings (environment): SCHEMATHESIS_MAX_EXAMPLES (per operation, default 50),
 # SCHEMATHESIS_TIME_LIMIT (seconds for the whole run, default 240), TEST_DATABASE_URL (a
 # maintenance database to create the throwaway one from), AMQP_URL, REDIS_URL.
 set -euo pipefail
@@ -16,7 +16,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 
 SCHEMATHESIS_VERSION=4.32.5
-MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-25}"
+MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-50}"
 TIME_LIMIT="${SCHEMATHESIS_TIME_LIMIT:-240}"
 ADMIN_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
