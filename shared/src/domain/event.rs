@@ -168,6 +168,12 @@ mod fuzz {
             }
         }
 
+    }
+
+    proptest! {
+        // Each case is a message of several events: fewer cases, as many events.
+        #![proptest_config(ProptestConfig::with_cases(800))]
+
         #[test]
         fn event_shaped_json_decodes_or_is_a_typed_error(items in prop::collection::vec(event_like(), 0..8)) {
             let body = serde_json::to_vec(&items).unwrap();
