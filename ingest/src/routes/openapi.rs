@@ -277,22 +277,30 @@ mod others {
 
     #[utoipa::path(post, path = "/api/{project_id}/envelope/", tag = "sentry",
         summary = "Sentry SDK envelope endpoint (DSN authentication)",
-        params(("project_id" = String, Path)), responses((status = 200, description = "Accepted")))]
+        params(("project_id" = String, Path, description = "The project's number, as in the DSN (the default project is 1)", example = "1")),
+        request_body(content((String = "application/x-sentry-envelope"), (String = "text/plain")), description = "A header line, then items: a header line and a payload each (any content type is read)"),
+        responses((status = 200, description = "Accepted: `{id}`")))]
     pub fn sentry_envelope_slash() {}
 
     #[utoipa::path(post, path = "/api/{project_id}/envelope", tag = "sentry",
         summary = "Sentry SDK envelope endpoint (DSN authentication)",
-        params(("project_id" = String, Path)), responses((status = 200, description = "Accepted")))]
+        params(("project_id" = String, Path, description = "The project's number, as in the DSN (the default project is 1)", example = "1")),
+        request_body(content((String = "application/x-sentry-envelope"), (String = "text/plain")), description = "A header line, then items: a header line and a payload each (any content type is read)"),
+        responses((status = 200, description = "Accepted: `{id}`")))]
     pub fn sentry_envelope() {}
 
     #[utoipa::path(post, path = "/api/{project_id}/store/", tag = "sentry",
         summary = "Sentry SDK legacy store endpoint",
-        params(("project_id" = String, Path)), responses((status = 200, description = "Accepted")))]
+        params(("project_id" = String, Path, description = "The project's number, as in the DSN (the default project is 1)", example = "1")),
+        request_body(content = Object, description = "One Sentry event"),
+        responses((status = 200, description = "Accepted: `{id}`")))]
     pub fn sentry_store_slash() {}
 
     #[utoipa::path(post, path = "/api/{project_id}/store", tag = "sentry",
         summary = "Sentry SDK legacy store endpoint",
-        params(("project_id" = String, Path)), responses((status = 200, description = "Accepted")))]
+        params(("project_id" = String, Path, description = "The project's number, as in the DSN (the default project is 1)", example = "1")),
+        request_body(content = Object, description = "One Sentry event"),
+        responses((status = 200, description = "Accepted: `{id}`")))]
     pub fn sentry_store() {}
 
     #[utoipa::path(get, path = "/api/projects", tag = "access", summary = "List projects",
