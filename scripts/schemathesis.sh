@@ -71,14 +71,18 @@ trap cleanup EXIT
 
 say "database $TAG, port $PORT"
 psql -q "$ADMIN_URL" -c "CREATE DATABASE \"$TAG\"" >/dev/null
-"$BIN" migrate 2>/dev/null
+"$BIN" migrate
 KEY="$("$BIN" create-key --name schemathesis --permissions ingest,read,write,admin 2>/dev/null | tail -n 1)"
 [ -n "$KEY" ] || die "ingest create-key printed no key"
 
 "$BIN" >"$LOG" 2>&1 </dev/null &
 INGEST_PID=$!
 deadline=$((SECONDS + 60))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health" || true)" = 200 ]; do
+healthy() {
+  "$PYTHON" -c 'import sys, urllib.request; sys.exit(urllib.request.urlopen(sys.argv[1], timeout=5).status != 200)' \
+    "http://127.0.0.1:$PORT/health" 2>/dev/null
+}
+until healthy; do
   kill -0 "$INGEST_PID" 2>/dev/null || { tail -n 20 "$LOG" >&2; die "ingest exited"; }
   [ "$SECONDS" -lt "$deadline" ] || die "ingest did not become healthy; see $LOG"
   sleep 0.5
