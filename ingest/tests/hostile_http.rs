@@ -330,6 +330,27 @@ async fn invalid_utf8_in_bodies_headers_and_queries_gets_a_4xx_with_our_error_bo
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_body_with_broken_chunked_framing_gets_400_unreadable_body_not_413() {
+    let app = TestApp::spawn().await;
+    let request = format!(
+        "POST /api/errors HTTP/1.1\r\nHost: ingest\r\nContent-Type: application/json\r\n\
+         X-API-Key: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         5\r\n{{\"me\r\nnot-a-chunk-size\r\n",
+        app.key
+    );
+    let (answer, _) = send_raw(port_of(&app), request.into_bytes()).await;
+    assert_eq!(
+        status_of(&answer),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_error_body(&json_of(&answer), "unreadable_body");
+    still_serves(&app).await;
+    app.shutdown().await;
+}
+
 /// `depth` nested arrays around a number.
 fn nested(depth: usize) -> String {
     format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
