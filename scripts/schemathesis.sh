@@ -93,6 +93,8 @@ done
 # generated configuration names (traffic to arbitrary hosts has no place in a test).
 say "running (at most $MAX_EXAMPLES examples per operation, ${TIME_LIMIT}s)"
 set +e
+# From the work directory: schemathesis keeps a cache (.schemathesis/) in the current directory.
+cd "$WORK"
 timeout --signal=INT "$TIME_LIMIT" "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
   --checks not_a_server_error,response_schema_conformance,status_code_conformance \
   --header "X-API-Key: $KEY" \
