@@ -30,6 +30,14 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The body did not arrive within `HTTP_BODY_TIMEOUT_MS` (a trickling client, or one that
+    /// stopped sending); the connection is closed after the answer.
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    RequestTimeout { timeout_ms: u64 },
+    /// The body could not be read to its end: the client broke off, or the chunked framing is
+    /// invalid.
+    #[error("the request body could not be read")]
+    UnreadableBody,
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("this API key lacks the '{required}' permission")]
@@ -66,6 +74,8 @@ impl ApiError {
             ApiError::Validation { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied { .. } | ApiError::WrongProject => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -84,6 +94,8 @@ impl ApiError {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
+            ApiError::UnreadableBody => "unreadable_body",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::PermissionDenied { .. } => "permission_denied",
             ApiError::WrongProject => "project_mismatch",
@@ -135,6 +147,12 @@ impl IntoResponse for ApiError {
             body["request_id"] = Value::String(id);
         }
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::RequestTimeout { .. }) {
+            // The rest of the body may never come: do not keep the connection for another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let ApiError::QueueUnavailable { retry_after_secs }
         | ApiError::ServiceUnavailable { retry_after_secs }
         | ApiError::Throttled {

@@ -13,6 +13,8 @@
 //! - [`extract`], [`validate`]: body extraction (415/413/400) and per-field validation.
 //! - [`error`]: `ApiError`, the one error body.
 //! - [`cli`]: `ingest migrate` and `ingest create-key`.
+//! - [`server`]: the accept loop (hyper HTTP/1.1 with header, idle and size limits; graceful
+//!   shutdown).
 //! - [`sentry`]: the Sentry protocol (DSNs, envelopes, event mapping), served by `routes::sentry`.
 //! - [`queries`]: ingest's SQL (the dashboard reads in `queries::reads`).
 //! - [`cache`]: the Redis read cache (per-project generations, ETag/304).
@@ -35,6 +37,7 @@ pub mod request_stats;
 pub mod routes;
 pub mod scrub;
 pub mod sentry;
+pub mod server;
 pub mod usage;
 pub mod validate;
 
@@ -47,7 +50,7 @@ use axum::{
 use faultline_shared::{config::IngestSettings, db, queue::Topology, telemetry};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -116,9 +119,8 @@ impl Application {
             max_events: settings.publish_max_events,
             confirm_timeout: settings.publish_timeout,
         });
-        let listener = TcpListener::bind(("0.0.0.0", settings.port))
-            .await
-            .with_context(|| format!("binding port {}", settings.port))?;
+        let listener =
+            bind(settings.port).with_context(|| format!("binding port {}", settings.port))?;
         let redis = redis_handle::RedisHandle::new(&settings.services.redis_url);
         let state = AppState(Arc::new(AppParts {
             keys: auth::KeyCache::new(pool.clone(), settings.key_cache_ttl),
@@ -182,16 +184,24 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "ingest listening");
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let http = self.state.settings.http.clone();
+        server::serve(self.listener, self.router, &http, shutdown).await;
         let _ = self.background_stop.send(true);
         Ok(())
     }
+}
+
+/// Most connections the kernel completes and queues before ingest accepts them (capped by
+/// `net.core.somaxconn`). tokio's default of 1024 overflows in a burst of new connections, and
+/// then the kernel drops handshakes: the clients wait seconds to retry, or believe they are
+/// connected to a server that never heard of them.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(port: u16) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)))?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Gives each request an id (the client's `X-Request-Id` when sane, else a new UUID v7), makes it

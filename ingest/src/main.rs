@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = IngestSettings::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            raise_file_limit();
             let app = Application::build(settings).await?;
             app.run_until(telemetry::shutdown_signal()).await
         }
@@ -70,5 +71,15 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Each open connection holds a file descriptor, and many systems start processes with a soft
+/// limit of 1024 under a far higher hard limit: ingest would refuse connections (EMFILE) long
+/// before it runs out of anything real. Raise the soft limit to the hard one, as far as allowed.
+fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "Open-file limit."),
+        Err(e) => tracing::warn!(error = %e, "Could not raise the open-file limit."),
     }
 }

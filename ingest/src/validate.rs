@@ -1,6 +1,7 @@
 //! Field-by-field validation of an incoming event, so a client learns every problem of a payload
 //! in one answer (`details` maps each bad field to what is wrong with it).
 
+use crate::error::ApiError;
 use faultline_shared::domain::Level;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -259,6 +260,33 @@ pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
     }
 }
 
+/// Checks the shape of a `POST /api/errors/batch` body (a non-empty array of at most `max`
+/// events), then each event on its own: one bad event does not refuse its neighbours.
+pub fn validate_batch(
+    body: &Value,
+    max: usize,
+) -> Result<Vec<Result<NewEvent, FieldErrors>>, ApiError> {
+    let Value::Array(items) = body else {
+        return Err(ApiError::validation(
+            "the batch must be a JSON array of events",
+            json!({"body": "must be a JSON array"}),
+        ));
+    };
+    if items.is_empty() {
+        return Err(ApiError::validation(
+            "the batch is empty",
+            json!({"body": "must contain at least one event"}),
+        ));
+    }
+    if items.len() > max {
+        return Err(ApiError::validation(
+            format!("a batch holds at most {max} events"),
+            json!({"body": format!("has {} events; the maximum is {max}", items.len())}),
+        ));
+    }
+    Ok(items.iter().map(validate_event).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +379,104 @@ mod limit_tests {
             ok = json!({ "d": ok });
         }
         assert!(validate_event(&json!({"message": "m", "source": "s", "context": ok})).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Arbitrary bodies through what `POST /api/errors` and `/api/errors/batch` do with them
+    //! (parse, then validate): never a panic, always an event or a typed, client-facing error, and
+    //! an accepted event always within the documented limits.
+    use super::*;
+    use crate::extract::parse_json;
+    use proptest::prelude::*;
+
+    /// JSON values a few levels deep whose keys are mostly the event's own fields, so validation
+    /// gets past "not an object" and into the per-field checks.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("message".to_string()),
+            Just("source".to_string()),
+            Just("level".to_string()),
+            Just("environment".to_string()),
+            Just("stack_trace".to_string()),
+            Just("context".to_string()),
+            Just("url".to_string()),
+            Just("release".to_string()),
+            Just("event_id".to_string()),
+            Just("fingerprint".to_string()),
+            "\\PC{0,12}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            prop_oneof![
+                Just("error".to_string()),
+                Just("warning".to_string()),
+                "\\PC{0,40}"
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn check_accepted(e: &NewEvent) {
+        assert!(!e.message.is_empty() && !e.source.trim().is_empty());
+        assert!(e.source.len() <= MAX_SHORT_FIELD_BYTES);
+        assert!(e.message.len() <= MAX_MESSAGE_BYTES + 64);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_bytes_parse_to_a_value_or_a_400(body in prop::collection::vec(any::<u8>(), 0..1024)) {
+            match parse_json(&body) {
+                Ok(value) => {
+                    let _ = validate_event(&value).map(|e| check_accepted(&e));
+                    let _ = validate_batch(&value, 10);
+                }
+                Err(e) => prop_assert_eq!(e.status_code().as_u16(), 400),
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_validates_or_names_the_bad_fields(value in json_value()) {
+            match validate_event(&value) {
+                Ok(e) => check_accepted(&e),
+                Err(details) => prop_assert!(!details.is_empty()),
+            }
+            // The same value as a one-event batch, and the text form through the parser.
+            let batch = Value::Array(vec![value.clone()]);
+            let results = validate_batch(&batch, 10).unwrap();
+            prop_assert_eq!(results.len(), 1);
+            prop_assert!(parse_json(value.to_string().as_bytes()).is_ok());
+        }
+
+    }
+
+    proptest! {
+        // Each case is up to 14 events: fewer cases cover as many events as the tests above.
+        #![proptest_config(ProptestConfig::with_cases(800))]
+
+        #[test]
+        fn batches_validate_element_by_element(items in prop::collection::vec(json_value(), 0..14)) {
+            let n = items.len();
+            match validate_batch(&Value::Array(items), 10) {
+                Ok(results) => prop_assert!((1..=10).contains(&results.len()) && results.len() == n),
+                Err(e) => {
+                    prop_assert!(n == 0 || n > 10);
+                    prop_assert_eq!(e.status_code().as_u16(), 400);
+                }
+            }
+        }
     }
 }

@@ -112,3 +112,38 @@ async fn the_docs_page_is_self_contained() {
     );
     app.shutdown().await;
 }
+
+/// What schemathesis (scripts/schemathesis.sh) checks at length, pinned here in a fast test: the
+/// document names the answers every operation can give, and success schemas are the `{data,
+/// status}` envelope the handlers really answer with.
+#[tokio::test]
+async fn every_authenticated_operation_documents_its_error_answers_and_envelope() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                for code in ["401", "403", "429", "503"] {
+                    assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                }
+            }
+            if op.get("requestBody").is_some() && !path.starts_with("/api/{project_id}") {
+                for code in ["400", "408", "413", "415"] {
+                    assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                }
+            }
+        }
+    }
+    let list = &doc["paths"]["/api/errors"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(
+        list["properties"]["data"]["$ref"],
+        "#/components/schemas/ErrorList"
+    );
+    assert_eq!(list["required"], serde_json::json!(["data", "status"]));
+    // And the answer has that shape.
+    let body: Value = app.get("/api/errors").await.json().await.unwrap();
+    assert!(body["data"]["errors"].is_array() && body["status"] == "success");
+    app.shutdown().await;
+}

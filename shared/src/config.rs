@@ -99,6 +99,66 @@ pub struct IngestSettings {
     pub health_check_interval: Duration,
     /// Rate limits, API-key bookkeeping and the scrubbing of secrets from events.
     pub access: AccessSettings,
+    /// Connection-level limits of the HTTP server (slow or idle clients, oversized headers).
+    pub http: HttpSettings,
+}
+
+/// Limits that protect the HTTP server from clients that hold connections without finishing a
+/// request (slowloris), trickle a body, or send oversized headers: without them each such client
+/// pins a connection, a task and a file descriptor for as long as it likes.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Longest a client may take to send a request's headers, counted from the moment the server
+    /// is ready for them: a new connection, or a keep-alive connection after its last answer. So
+    /// it is also the idle timeout of keep-alive connections.
+    pub header_timeout: Duration,
+    /// Longest a handler waits for the whole request body once it starts reading it; a body that
+    /// trickles in slower answers 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers); a larger one answers 431. Sentry and our
+    /// SDKs send a few hundred bytes.
+    pub max_header_bytes: usize,
+    /// Most headers in one request; more answer 431.
+    pub max_headers: usize,
+    /// On shutdown, how long connections get to finish the request in hand before the server
+    /// stops waiting for them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            header_timeout: Duration::from_millis(
+                parse_or(
+                    "HTTP_HEADER_TIMEOUT_MS",
+                    d.header_timeout.as_millis() as u64,
+                )?
+                .max(1),
+            ),
+            body_timeout: Duration::from_millis(
+                parse_or("HTTP_BODY_TIMEOUT_MS", d.body_timeout.as_millis() as u64)?.max(1),
+            ),
+            max_header_bytes: parse_or("HTTP_MAX_HEADER_BYTES", d.max_header_bytes)?.max(1024),
+            max_headers: parse_or("HTTP_MAX_HEADERS", d.max_headers)?.max(1),
+            shutdown_grace: Duration::from_millis(parse_or(
+                "HTTP_SHUTDOWN_GRACE_MS",
+                d.shutdown_grace.as_millis() as u64,
+            )?),
+        })
+    }
 }
 
 /// Per-key rate limits (requests per window, by scope; 0 turns a scope's limit off) and how often
@@ -172,6 +232,7 @@ impl IngestSettings {
             publish_max_events: parse_or("PUBLISH_MAX_EVENTS", 500)?,
             health_check_interval: Duration::from_secs(parse_or("HEALTH_CHECK_INTERVAL_SECS", 30)?),
             access: AccessSettings::from_env()?,
+            http: HttpSettings::from_env()?,
         })
     }
 }

@@ -7,7 +7,7 @@ use crate::{
     error::ApiError,
     extract::JsonBody,
     usage::IngestCounts,
-    validate::{NewEvent, validate_event},
+    validate::{NewEvent, validate_batch, validate_event},
 };
 use axum::{
     Extension, Json,
@@ -124,30 +124,12 @@ pub async fn create_errors_batch(
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Ingest)?;
-    let Value::Array(items) = body else {
-        return Err(ApiError::validation(
-            "the batch must be a JSON array of events",
-            json!({"body": "must be a JSON array"}),
-        ));
-    };
-    let max = state.settings.batch_max_events;
-    if items.is_empty() {
-        return Err(ApiError::validation(
-            "the batch is empty",
-            json!({"body": "must contain at least one event"}),
-        ));
-    }
-    if items.len() > max {
-        return Err(ApiError::validation(
-            format!("a batch holds at most {max} events"),
-            json!({"body": format!("has {} events; the maximum is {max}", items.len())}),
-        ));
-    }
+    let checked = validate_batch(&body, state.settings.batch_max_events)?;
     let origin = origin(&state, &headers, Some(peer));
-    let mut results = Vec::with_capacity(items.len());
-    let mut payloads = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        match validate_event(item) {
+    let mut results = Vec::with_capacity(checked.len());
+    let mut payloads = Vec::with_capacity(checked.len());
+    for (index, checked) in checked.into_iter().enumerate() {
+        match checked {
             Ok(event) => {
                 let mut event = stamp(event, caller.project_id, &origin);
                 state.scrubber.scrub_event(&mut event);
@@ -164,7 +146,7 @@ pub async fn create_errors_batch(
         }
     }
     let accepted_count = payloads.len();
-    let rejected_count = items.len() - accepted_count;
+    let rejected_count = results.len() - accepted_count;
     rejected("validation", rejected_count);
     if accepted_count == 0 {
         return Err(ApiError::validation(

@@ -177,9 +177,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    let raw = crate::extract::read_body(body, limit, state.settings.http.body_timeout).await?;
     decode_blocking(encoding, raw, limit).await
 }
 

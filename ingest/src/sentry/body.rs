@@ -154,3 +154,67 @@ mod tests {
         assert_eq!(Encoding::from_header(Some("GZIP")).unwrap(), Encoding::Gzip);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Arbitrary bytes under every `Content-Encoding`: never a panic, never more than the limit
+    //! decoded, and every failure a client error (400 or 413), never a 500.
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    const LIMIT: usize = 4096;
+
+    fn encoding() -> impl Strategy<Value = Encoding> {
+        prop_oneof![
+            Just(Encoding::Identity),
+            Just(Encoding::Gzip),
+            Just(Encoding::Deflate),
+            Just(Encoding::Brotli),
+        ]
+    }
+
+    fn check(result: Result<Bytes, ApiError>) -> Result<(), TestCaseError> {
+        match result {
+            Ok(data) => prop_assert!(data.len() <= LIMIT),
+            Err(e) => prop_assert!(matches!(e.status_code().as_u16(), 400 | 413), "{e:?}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_bytes_decode_or_are_refused(
+            enc in encoding(),
+            body in prop::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            check(decode(enc, Bytes::from(body), LIMIT))?;
+        }
+
+        /// A valid gzip stream with corrupted bytes: the decoder meets plausible headers and
+        /// broken blocks rather than junk it refuses at the first byte.
+        #[test]
+        fn corrupted_gzip_is_refused_or_bounded(
+            data in prop::collection::vec(any::<u8>(), 0..2048),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        ) {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&data).unwrap();
+            let mut gz = e.finish().unwrap();
+            for (at, byte) in flips {
+                let i = at.index(gz.len());
+                gz[i] ^= byte;
+            }
+            check(decode(Encoding::Gzip, Bytes::from(gz), LIMIT))?;
+        }
+
+        #[test]
+        fn any_content_encoding_header_is_known_or_a_400(value in "\\PC{0,20}") {
+            if let Err(e) = Encoding::from_header(Some(&value)) {
+                prop_assert_eq!(e.status_code().as_u16(), 400);
+            }
+        }
+    }
+}

@@ -146,3 +146,67 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Arbitrary bytes, and arbitrary envelope-shaped text, through the envelope parser: never a
+    //! panic, and every item it returns lies inside the body (payloads borrow from it).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn within(body: &[u8], payload: &[u8]) -> bool {
+        let start = body.as_ptr() as usize;
+        let p = payload.as_ptr() as usize;
+        payload.is_empty() || (p >= start && p + payload.len() <= start + body.len())
+    }
+
+    /// One line of an envelope: a header with a type and maybe a (possibly wrong) length, or junk.
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z_]{0,12}".prop_map(|t| format!("{{\"type\":\"{t}\"}}")),
+            ("[a-z]{0,8}", any::<u16>())
+                .prop_map(|(t, n)| format!("{{\"type\":\"{t}\",\"length\":{n}}}")),
+            Just("{\"type\":\"event\",\"length\":-1}".to_string()),
+            Just("{\"type\":\"event\",\"length\":18446744073709551615}".to_string()),
+            Just("{}".to_string()),
+            Just(String::new()),
+            "\\PC{0,30}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..1024)) {
+            if let Ok(env) = parse(&body) {
+                prop_assert!(env.items.len() <= MAX_ITEMS);
+                for item in &env.items {
+                    prop_assert!(within(&body, item.payload));
+                }
+            }
+        }
+
+        #[test]
+        fn envelope_shaped_text_parses_or_names_the_bad_item(
+            lines in prop::collection::vec(line(), 0..12),
+            newline_at_end in any::<bool>(),
+        ) {
+            let mut body = format!("{{}}\n{}", lines.join("\n"));
+            if newline_at_end {
+                body.push('\n');
+            }
+            match parse(body.as_bytes()) {
+                Ok(env) => {
+                    for item in &env.items {
+                        prop_assert!(within(body.as_bytes(), item.payload));
+                    }
+                }
+                Err(EnvelopeError::Header) => prop_assert!(false, "the header line is valid"),
+                Err(EnvelopeError::ItemHeader(n) | EnvelopeError::Length(n) | EnvelopeError::MissingNewline(n)) => {
+                    prop_assert!(n >= 1 && n <= lines.len());
+                }
+            }
+        }
+    }
+}

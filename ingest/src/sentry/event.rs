@@ -40,6 +40,28 @@ const MAX_TAG_BYTES: usize = 200;
 /// Most tags kept per event.
 const MAX_TAGS: usize = 200;
 
+/// Deepest nesting kept in an event's free-form parts (`contexts`, `user`, `request`, `extra`,
+/// ...); anything deeper is replaced by a marker string. Sentry SDKs send a few levels. Why bound
+/// it: the payload may nest up to serde_json's recursion limit (128), and the worker decodes a
+/// whole broker message (many events, one JSON array) under that same limit, so one such event
+/// would make the whole message undecodable and dead-letter its neighbours with it.
+pub const MAX_VALUE_DEPTH: usize = 20;
+
+/// What a value nested deeper than [`MAX_VALUE_DEPTH`] is replaced with.
+pub const DEPTH_MARKER: &str = "[nested too deep]";
+
+/// Replaces everything nested deeper than `max` levels below `value` with [`DEPTH_MARKER`].
+fn trim_depth(value: &mut Value, max: usize) {
+    match value {
+        Value::Object(_) | Value::Array(_) if max == 0 => {
+            *value = Value::String(DEPTH_MARKER.to_string());
+        }
+        Value::Object(map) => map.values_mut().for_each(|v| trim_depth(v, max - 1)),
+        Value::Array(items) => items.iter_mut().for_each(|v| trim_depth(v, max - 1)),
+        _ => {}
+    }
+}
+
 /// What ingest knows beyond the payload.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -127,6 +149,15 @@ pub fn map_event(payload: &Value, received: &Received) -> Result<ErrorEvent, Str
         .or_else(|| received.user_agent.clone())
         .map(|ua| truncate(&ua, 512));
 
+    let mut context = (!context.is_empty()).then_some(Value::Object(context));
+    let mut extra = obj
+        .get("extra")
+        .filter(|e| e.as_object().is_some_and(|m| !m.is_empty()))
+        .cloned();
+    for value in [&mut context, &mut extra].into_iter().flatten() {
+        trim_depth(value, MAX_VALUE_DEPTH);
+    }
+
     Ok(ErrorEvent {
         event_id: str_of(obj, "event_id")
             .and_then(|id| Uuid::parse_str(id).ok())
@@ -146,7 +177,7 @@ pub fn map_event(payload: &Value, received: &Received) -> Result<ErrorEvent, Str
             .filter(|e| !e.is_empty())
             .map(|e| truncate(e, MAX_SHORT_FIELD_BYTES))
             .unwrap_or_else(|| "production".to_string()),
-        context: (!context.is_empty()).then_some(Value::Object(context)),
+        context,
         url: request
             .and_then(|r| r.get("url"))
             .and_then(Value::as_str)
@@ -159,10 +190,7 @@ pub fn map_event(payload: &Value, received: &Received) -> Result<ErrorEvent, Str
             .map(|r| truncate(r, MAX_SHORT_FIELD_BYTES)),
         fingerprint: fingerprint(obj.get("fingerprint")),
         frames,
-        extra: obj
-            .get("extra")
-            .filter(|e| e.as_object().is_some_and(|m| !m.is_empty()))
-            .cloned(),
+        extra,
     })
 }
 
@@ -628,5 +656,113 @@ mod tests {
         .unwrap();
         assert!(e.message.len() <= MAX_MESSAGE_BYTES);
         assert_eq!(e.release.unwrap().len(), MAX_SHORT_FIELD_BYTES);
+    }
+
+    /// `depth` arrays around a number, parsed the way ingest parses a body (so within serde_json's
+    /// recursion limit).
+    fn nested(depth: usize) -> Value {
+        serde_json::from_str(&format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap()
+    }
+
+    #[test]
+    fn deeply_nested_parts_are_trimmed_so_the_worker_can_decode_the_whole_message() {
+        let deep = nested(125);
+        let e = map_event(
+            &json!({"message": "deep", "extra": {"x": deep}, "contexts": {"y": deep},
+                    "user": {"z": deep}}),
+            &received(),
+        )
+        .unwrap();
+        let neighbour = map_event(&json!({"message": "fine"}), &received()).unwrap();
+        let encoded = [
+            serde_json::to_vec(&e).unwrap(),
+            serde_json::to_vec(&neighbour).unwrap(),
+        ];
+        let message = faultline_shared::domain::encode_batch(encoded.iter().map(|v| v.as_slice()));
+        // What the worker does with a broker message.
+        let values: Vec<Value> = serde_json::from_slice(&message)
+            .expect("the message decodes within the recursion limit");
+        assert_eq!(values.len(), 2);
+        let text = String::from_utf8(message).unwrap();
+        assert!(text.contains(DEPTH_MARKER));
+        // Shallow values are kept as they are.
+        assert_eq!(
+            map_event(&json!({"extra": {"x": nested(3)}}), &received())
+                .unwrap()
+                .extra,
+            Some(json!({"x": [[[1]]]}))
+        );
+    }
+
+    /// Arbitrary payloads through the Sentry event mapping: it never panics, and whatever it
+    /// accepts encodes to an event the worker can decode.
+    mod fuzz {
+        use super::super::*;
+        use super::received;
+        use proptest::prelude::*;
+
+        /// Arbitrary JSON values, a few levels deep, with the keys Sentry payloads use so the mapping's
+        /// branches are reached rather than only its "not an object" exit.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("exception".to_string()),
+                Just("values".to_string()),
+                Just("stacktrace".to_string()),
+                Just("frames".to_string()),
+                Just("threads".to_string()),
+                Just("message".to_string()),
+                Just("logentry".to_string()),
+                Just("level".to_string()),
+                Just("tags".to_string()),
+                Just("request".to_string()),
+                Just("headers".to_string()),
+                Just("user".to_string()),
+                Just("extra".to_string()),
+                Just("contexts".to_string()),
+                Just("fingerprint".to_string()),
+                Just("event_id".to_string()),
+                Just("platform".to_string()),
+                Just("type".to_string()),
+                Just("value".to_string()),
+                Just("function".to_string()),
+                Just("in_app".to_string()),
+                "\\PC{0,12}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                "\\PC{0,40}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(6, 64, 8, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map(key.clone(), inner, 0..8)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn any_payload_maps_or_is_refused_without_panicking(payload in json_value()) {
+                if let Ok(event) = map_event(&payload, &received()) {
+                    let encoded = serde_json::to_vec(&event).unwrap();
+                    prop_assert!(event.message.len() <= MAX_MESSAGE_BYTES + 64);
+                    let decoded: Value = serde_json::from_slice(&encoded).unwrap();
+                    prop_assert!(faultline_shared::domain::decode_event(decoded).is_ok());
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_as_a_store_body_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                    let _ = map_event(&value, &received());
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use faultline_shared::{
-    config::{AccessSettings, IngestSettings, ServiceUrls, WorkerSettings},
+    config::{AccessSettings, HttpSettings, IngestSettings, ServiceUrls, WorkerSettings},
     db,
     domain::{ApiKey, DEFAULT_PROJECT_ID, Permission, Permissions},
     testkit::{self, TestDb},
@@ -82,6 +82,7 @@ impl TestApp {
                 last_used_flush: Duration::from_millis(100),
                 ..AccessSettings::default()
             },
+            http: HttpSettings::default(),
         };
         tweak(&mut settings);
         let app = ingest::Application::build(settings.clone())

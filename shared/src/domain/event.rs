@@ -110,3 +110,117 @@ mod tests {
         assert!(decode_event(serde_json::json!({"message": "x"})).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! What the worker does with a broker message (a JSON array, then each element decoded on its
+    //! own), over arbitrary bytes and arbitrary event-shaped JSON: never a panic, always events or
+    //! a typed error; and every event survives encode → decode unchanged.
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Decodes a message as the worker does; `None` when it is not a JSON array.
+    fn decode_message(data: &[u8]) -> Option<Vec<Result<ErrorEvent, serde_json::Error>>> {
+        let values: Vec<Value> = serde_json::from_slice(data).ok()?;
+        Some(values.into_iter().map(decode_event).collect())
+    }
+
+    /// Event-shaped objects: the right keys with values of any (often wrong) type.
+    fn event_like() -> impl Strategy<Value = Value> {
+        let value = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            Just(json!("error")),
+            Just(json!("0190a6f4-6e5b-7000-8000-000000000001")),
+            Just(json!("2026-11-30T02:00:00Z")),
+            "\\PC{0,20}".prop_map(Value::String),
+            Just(json!([{"function": "f", "module": "m"}])),
+            Just(json!({"k": [1, {"x": null}]})),
+        ];
+        let key = prop_oneof![
+            Just("event_id"),
+            Just("project_id"),
+            Just("received_at"),
+            Just("level"),
+            Just("message"),
+            Just("source"),
+            Just("environment"),
+            Just("stack_trace"),
+            Just("context"),
+            Just("frames"),
+            Just("fingerprint"),
+            Just("extra"),
+            Just("other"),
+        ];
+        prop::collection::btree_map(key, value, 0..13)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_message_decoder(data in prop::collection::vec(any::<u8>(), 0..1024)) {
+            if let Some(events) = decode_message(&data) {
+                prop_assert!(events.len() <= data.len());
+            }
+        }
+
+    }
+
+    proptest! {
+        // Each case is a message of several events: fewer cases, as many events.
+        #![proptest_config(ProptestConfig::with_cases(800))]
+
+        #[test]
+        fn event_shaped_json_decodes_or_is_a_typed_error(items in prop::collection::vec(event_like(), 0..8)) {
+            let body = serde_json::to_vec(&items).unwrap();
+            let decoded = decode_message(&body).expect("an array decodes");
+            prop_assert_eq!(decoded.len(), items.len());
+            for event in decoded.into_iter().flatten() {
+                // Whatever decodes re-encodes to the same event.
+                let again = decode_event(serde_json::to_value(&event).unwrap()).unwrap();
+                prop_assert_eq!(again, event);
+            }
+        }
+
+        #[test]
+        fn every_event_survives_a_round_trip_through_a_batch(
+            message in "\\PC{0,200}",
+            source in "\\PC{1,20}",
+            extra_depth in 0usize..40,
+        ) {
+            let mut extra = json!("leaf");
+            for _ in 0..extra_depth {
+                extra = json!({ "d": extra });
+            }
+            let event = ErrorEvent {
+                event_id: Uuid::now_v7(),
+                project_id: Uuid::from_u128(7),
+                received_at: Utc::now(),
+                level: Level::Error,
+                message,
+                source,
+                environment: "production".into(),
+                stack_trace: None,
+                context: None,
+                url: None,
+                user_agent: None,
+                ip_address: None,
+                release: None,
+                fingerprint: None,
+                frames: None,
+                extra: Some(extra),
+            };
+            let one = serde_json::to_vec(&event).unwrap();
+            let body = encode_batch([one.as_slice(), one.as_slice()]);
+            let decoded = decode_message(&body).unwrap();
+            prop_assert_eq!(decoded.len(), 2);
+            for d in decoded {
+                prop_assert_eq!(d.unwrap(), event.clone());
+            }
+        }
+    }
+}
