@@ -144,7 +144,10 @@ impl Running {
     /// Fails the test when the server exited instead of coming up.
     fn assert_alive(&mut self, what: &str, log: &Path) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{what} exited with {status} while starting:\n{}", log_tail(log));
+            panic!(
+                "{what} exited with {status} while starting:\n{}",
+                log_tail(log)
+            );
         }
     }
 }
@@ -183,7 +186,9 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
 /// Whether this process runs as root: /proc/self belongs to the process's effective uid.
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 // --- PostgreSQL ----------------------------------------------------------------------------------
@@ -202,6 +207,11 @@ pub struct OwnPostgres {
 }
 
 impl OwnPostgres {
+    /// The temp dir holding the server's data and log; removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Creates the cluster and starts it; returns once it accepts connections.
     pub async fn new() -> Self {
         let bin = Self::bin_dir();
@@ -254,7 +264,11 @@ impl OwnPostgres {
             candidates.push(PathBuf::from(d).join("postgres"));
         }
         let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-            .map(|rd| rd.flatten().map(|e| e.path().join("bin/postgres")).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path().join("bin/postgres"))
+                    .collect()
+            })
             .unwrap_or_default();
         versions.sort_by_key(|p| {
             p.components()
@@ -298,7 +312,10 @@ impl OwnPostgres {
     }
 
     pub fn url_for(&self, database: &str) -> String {
-        format!("postgres://postgres:postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     /// Starts the server (again) on the same port and data dir; returns once it accepts
@@ -382,6 +399,11 @@ pub struct OwnRabbit {
 }
 
 impl OwnRabbit {
+    /// The temp dir holding the server's data and log; removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Starts a fresh node; returns once it accepts AMQP connections (about 6.5 s here).
     pub async fn new() -> Self {
         let mut candidates = vec![PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")];
@@ -500,6 +522,11 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
+    /// The temp dir holding the server's data and log; removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Starts the server; returns once it answers PING.
     pub async fn new() -> Self {
         let mut candidates = on_path("redis-server");
@@ -570,5 +597,28 @@ impl Drop for OwnRedis {
             server.kill_blocking("KILL");
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "scripts/services.sh")]
+    fn a_missing_server_binary_fails_the_test_instead_of_skipping_it() {
+        require_binary(
+            "a server",
+            &[PathBuf::from("/nonexistent/faultline/server")],
+            "server-package",
+        );
+    }
+
+    #[test]
+    fn the_postgres_users_ids_are_read_from_passwd_when_it_exists() {
+        if let Some((uid, _)) = user_ids("root") {
+            assert_eq!(uid, 0);
+        }
+        assert_eq!(user_ids("no-such-user-faultline"), None);
     }
 }
