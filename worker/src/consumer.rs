@@ -34,7 +34,47 @@ use tokio::sync::watch;
 #[derive(Clone, Default)]
 pub struct ConsumerState {
     pub connected: Arc<AtomicBool>,
+    /// Set while Postgres refuses the batch's writes as read-only (a failover that left the
+    /// worker on a standby, `default_transaction_read_only`, a disk-full guard turning the
+    /// database read-only): retrying cannot help until an operator acts, so it is reported
+    /// apart from an outage.
+    pub db_read_only: Arc<AtomicBool>,
     pub progress: crate::invalidate::Progress,
+}
+
+/// Why a batch was not committed, as a low-cardinality metric label.
+fn failure_reason(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // read_only_sql_transaction
+            Some("25006") => "read_only",
+            // disk_full, insufficient_resources, out_of_memory
+            Some("53100" | "53000" | "53200") => "resources",
+            // admin/crash shutdown, cannot connect now, connection exceptions
+            Some(c) if c.starts_with("57P") || c.starts_with("08") => "unavailable",
+            _ => "other",
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => "unavailable",
+        _ => "other",
+    }
+}
+
+/// Records whether Postgres refuses writes: the `worker_postgres_read_only` gauge, and one log
+/// line per change (ERROR when it starts: nothing is processed until an operator acts).
+pub fn set_read_only(flag: &AtomicBool, read_only: bool) {
+    metrics::gauge!("worker_postgres_read_only").set(if read_only { 1.0 } else { 0.0 });
+    let was = flag.swap(read_only, Ordering::Relaxed);
+    if read_only && !was {
+        tracing::error!(
+            "Postgres refuses writes (read-only); batches stay unacked until writes are allowed."
+        );
+    } else if !read_only && was {
+        tracing::info!("Postgres accepts writes again.");
+    }
 }
 
 /// One delivery decoded: its tag and the events it carried. Elements that did not decode are
@@ -130,7 +170,7 @@ pub async fn run(
         let result = consume(
             &settings,
             &pool,
-            &state.progress,
+            &state,
             &topology,
             &channel,
             &dead,
@@ -154,7 +194,7 @@ pub async fn run(
 async fn consume(
     settings: &WorkerSettings,
     pool: &PgPool,
-    progress: &crate::invalidate::Progress,
+    state: &ConsumerState,
     topology: &Topology,
     channel: &Channel,
     dead: &Channel,
@@ -229,7 +269,10 @@ async fn consume(
             match process_batch(pool, &events).await {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "Batch committed.");
-                    progress.committed(
+                    if state.db_read_only.load(Ordering::Relaxed) {
+                        set_read_only(&state.db_read_only, false);
+                    }
+                    state.progress.committed(
                         events.iter().map(|e| e.project_id),
                         outcome.inserted,
                         events.iter().map(|e| e.received_at).min(),
@@ -237,8 +280,13 @@ async fn consume(
                     break;
                 }
                 Err(e) => {
-                    metrics::counter!("worker_batch_failures_total").increment(1);
-                    tracing::warn!(error = %e, ?backoff, events = events.len(), "Batch not committed; will retry.");
+                    let reason = failure_reason(&e);
+                    metrics::counter!("worker_batch_failures_total", "reason" => reason)
+                        .increment(1);
+                    if reason == "read_only" {
+                        set_read_only(&state.db_read_only, true);
+                    }
+                    tracing::warn!(error = %e, reason, ?backoff, events = events.len(), "Batch not committed; will retry.");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {
