@@ -152,14 +152,19 @@ impl Running {
     }
 }
 
-/// Polls `ready` until it holds; fails the test with the server's log if it never does.
+/// Polls `ready` until it holds; fails the test with the server's log if it never does. Each
+/// probe gets `PROBE_TIMEOUT`, so one that hangs cannot hang the test.
 async fn wait_ready<F, Fut>(what: &str, log: &Path, server: &mut Running, mut ready: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    while !ready().await {
+    while !tokio::time::timeout(PROBE_TIMEOUT, ready())
+        .await
+        .unwrap_or(false)
+    {
         server.assert_alive(what, log);
         assert!(
             tokio::time::Instant::now() < deadline,
