@@ -39,6 +39,9 @@ pub struct ConsumerState {
     /// database read-only): retrying cannot help until an operator acts, so it is reported
     /// apart from an outage.
     pub db_read_only: Arc<AtomicBool>,
+    /// Set while Postgres fails the batch for lack of disk space: another condition only an
+    /// operator can end, and one `SELECT 1` does not see.
+    pub db_disk_full: Arc<AtomicBool>,
     pub progress: crate::invalidate::Progress,
 }
 
@@ -48,8 +51,9 @@ fn failure_reason(e: &sqlx::Error) -> &'static str {
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // read_only_sql_transaction
             Some("25006") => "read_only",
-            // disk_full, insufficient_resources, out_of_memory
-            Some("53100" | "53000" | "53200") => "resources",
+            Some("53100") => "disk_full",
+            // insufficient_resources, out_of_memory, too_many_connections, ...
+            Some(c) if c.starts_with("53") => "resources",
             // admin/crash shutdown, cannot connect now, connection exceptions
             Some(c) if c.starts_with("57P") || c.starts_with("08") => "unavailable",
             _ => "other",
@@ -63,17 +67,28 @@ fn failure_reason(e: &sqlx::Error) -> &'static str {
     }
 }
 
-/// Records whether Postgres refuses writes: the `worker_postgres_read_only` gauge, and one log
-/// line per change (ERROR when it starts: nothing is processed until an operator acts).
+/// Records whether Postgres refuses writes as read-only: the `worker_postgres_read_only` gauge,
+/// and one log line per change (ERROR when it starts: nothing is processed until an operator
+/// acts).
 pub fn set_read_only(flag: &AtomicBool, read_only: bool) {
-    metrics::gauge!("worker_postgres_read_only").set(if read_only { 1.0 } else { 0.0 });
-    let was = flag.swap(read_only, Ordering::Relaxed);
-    if read_only && !was {
+    set_condition(flag, "worker_postgres_read_only", "read-only", read_only);
+}
+
+/// The same for a full disk, with the `worker_postgres_disk_full` gauge.
+pub fn set_disk_full(flag: &AtomicBool, full: bool) {
+    set_condition(flag, "worker_postgres_disk_full", "out of disk space", full);
+}
+
+fn set_condition(flag: &AtomicBool, gauge: &'static str, what: &str, on: bool) {
+    metrics::gauge!(gauge).set(if on { 1.0 } else { 0.0 });
+    let was = flag.swap(on, Ordering::Relaxed);
+    if on && !was {
         tracing::error!(
-            "Postgres refuses writes (read-only); batches stay unacked until writes are allowed."
+            condition = what,
+            "Postgres refuses writes; batches stay unacked until an operator fixes it."
         );
-    } else if !read_only && was {
-        tracing::info!("Postgres accepts writes again.");
+    } else if !on && was {
+        tracing::info!(condition = what, "Postgres accepts writes again.");
     }
 }
 
@@ -272,6 +287,9 @@ async fn consume(
                     if state.db_read_only.load(Ordering::Relaxed) {
                         set_read_only(&state.db_read_only, false);
                     }
+                    if state.db_disk_full.load(Ordering::Relaxed) {
+                        set_disk_full(&state.db_disk_full, false);
+                    }
                     state.progress.committed(
                         events.iter().map(|e| e.project_id),
                         outcome.inserted,
@@ -283,8 +301,10 @@ async fn consume(
                     let reason = failure_reason(&e);
                     metrics::counter!("worker_batch_failures_total", "reason" => reason)
                         .increment(1);
-                    if reason == "read_only" {
-                        set_read_only(&state.db_read_only, true);
+                    match reason {
+                        "read_only" => set_read_only(&state.db_read_only, true),
+                        "disk_full" => set_disk_full(&state.db_disk_full, true),
+                        _ => {}
                     }
                     tracing::warn!(error = %e, reason, ?backoff, events = events.len(), "Batch not committed; will retry.");
                     tokio::select! {

@@ -26,8 +26,9 @@ pub fn router(state: HealthState) -> Router {
 
 /// 503 unless Postgres answers *and takes writes* and the consumer is attached: any of them
 /// missing means events are not being processed. `SELECT 1` alone would call a read-only
-/// database (a standby after a failover, `default_transaction_read_only`) healthy while every
-/// batch fails.
+/// database (a standby after a failover, `default_transaction_read_only`) or a full disk
+/// healthy while every batch fails. A full disk shows only in the batches' errors, so it is
+/// reported from the consumer's last attempt (cleared by its next commit).
 async fn health(State(state): State<HealthState>) -> impl IntoResponse {
     let started = Instant::now();
     let pg = tokio::time::timeout(
@@ -38,9 +39,11 @@ async fn health(State(state): State<HealthState>) -> impl IntoResponse {
         .fetch_one(&state.pool),
     )
     .await;
+    let disk_full = state.consumer.db_disk_full.load(Ordering::Relaxed);
     let pg_status = match pg {
-        Ok(Ok(false)) => "healthy",
         Ok(Ok(true)) => "read_only",
+        Ok(Ok(false)) if disk_full => "disk_full",
+        Ok(Ok(false)) => "healthy",
         _ => "unhealthy",
     };
     if let Ok(Ok(read_only)) = pg {

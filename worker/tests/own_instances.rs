@@ -177,3 +177,68 @@ async fn with_its_postgres_read_only_the_worker_reports_it_acks_nothing_and_resu
     pool.close().await;
     testkit::delete_topology(&prefix).await;
 }
+
+/// Messages of 50 events carrying 1.5 KB of text each: under the TOAST threshold, so they land
+/// in the events table itself and a batch of them needs new pages (which a full disk refuses).
+async fn publish_big_rounds(prefix: &str, rounds: std::ops::Range<usize>) {
+    let padding = "payload ".repeat(190);
+    let batch = |m: usize| -> Vec<_> {
+        (0..50)
+            .map(|i| {
+                event(&format!(
+                    "disk filled by job {} in round {m}: {padding}",
+                    i % 5
+                ))
+            })
+            .collect()
+    };
+    publish_events(prefix, &rounds.map(batch).collect::<Vec<_>>()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_postgres_out_of_disk_the_worker_reports_it_acks_nothing_and_resumes_once_freed() {
+    let pg = OwnPostgres::new_on_tmpfs(128).await;
+    let pool = db::connect_and_migrate(&pg.url(), 5).await.unwrap();
+    let prefix = format!("wdf_{}", testkit::unique_tag());
+    publish_big_rounds(&prefix, 0..10).await;
+    let mut s = settings(&pg.url(), &prefix);
+    s.batch_size = 100;
+    let worker = RunningWorker::start(s).await;
+    wait_counted(&pool, 500, "the first 500 events").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+
+    assert!(pg.fill_disk() > 0, "the tmpfs had room to fill");
+    publish_big_rounds(&prefix, 10..30).await;
+    wait_metric(
+        &worker,
+        r#"worker_batch_failures_total{reason="disk_full"}"#,
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        wait_health(&worker, "disk_full").await,
+        503,
+        "a worker that cannot write is not healthy"
+    );
+    assert_eq!(worker.metric("worker_postgres_disk_full").await, Some(1.0));
+    assert!(
+        counted(&pool).await < 1500,
+        "the full disk stopped the writes"
+    );
+    assert!(
+        depth(&prefix, false).await > 0,
+        "unacked work stays with the broker"
+    );
+
+    pg.free_disk();
+    wait_counted(&pool, 1500, "every event counted once the disk had room").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+    assert_eq!(worker.metric("worker_postgres_disk_full").await, Some(0.0));
+    worker.stop().await;
+    assert_eq!(counted(&pool).await, 1500, "nothing counted twice");
+    assert_eq!(stored_events(&pool).await, 1500, "nothing stored twice");
+    assert_eq!(depth(&prefix, false).await, 0, "the queue drained");
+    assert_eq!(depth(&prefix, true).await, 0, "nothing dead-lettered");
+    pool.close().await;
+    testkit::delete_topology(&prefix).await;
+}

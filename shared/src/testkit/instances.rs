@@ -208,8 +208,34 @@ pub struct OwnPostgres {
     port: u16,
     bin: PathBuf,
     owner: Option<(u32, u32)>,
+    /// The tmpfs holding the data directory, when there is one.
+    mount: Option<PathBuf>,
     server: Option<Running>,
 }
+
+/// Mounts a tmpfs of `mb` MiB at `at`, owned by `owner` (the postgres user when root).
+fn mount_tmpfs(at: &Path, mb: u32, owner: Option<(u32, u32)>) -> PathBuf {
+    fs::create_dir_all(at).expect("creating the mount point");
+    let mut opts = format!("size={mb}m,mode=0700");
+    if let Some((uid, gid)) = owner {
+        opts.push_str(&format!(",uid={uid},gid={gid}"));
+    }
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &opts, "faultline-test"])
+        .arg(at)
+        .output()
+        .unwrap_or_else(|e| panic!("running mount: {e}"));
+    assert!(
+        out.status.success(),
+        "mounting a {mb} MiB tmpfs for the disk-full test failed (needs root with CAP_SYS_ADMIN, \
+         as in CI): {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    at.to_path_buf()
+}
+
+/// Where `fill_disk` puts its filler.
+const FILLER: &str = "filler";
 
 impl OwnPostgres {
     /// The temp dir holding the server's data and log; removed on drop.
@@ -219,6 +245,18 @@ impl OwnPostgres {
 
     /// Creates the cluster and starts it; returns once it accepts connections.
     pub async fn new() -> Self {
+        Self::create(None).await
+    }
+
+    /// Like [`new`](Self::new), with the data directory on a tmpfs of `size_mb` mounted for this
+    /// instance, so that [`fill_disk`](Self::fill_disk) can make Postgres run out of space
+    /// without touching the machine's disks. Mounting needs root with CAP_SYS_ADMIN (as in CI);
+    /// without it the test fails, saying so. The mount is removed on drop.
+    pub async fn new_on_tmpfs(size_mb: u32) -> Self {
+        Self::create(Some(size_mb)).await
+    }
+
+    async fn create(tmpfs_mb: Option<u32>) -> Self {
         let bin = Self::bin_dir();
         let dir = temp_dir("pg");
         let owner = if running_as_root() {
@@ -231,11 +269,13 @@ impl OwnPostgres {
         } else {
             None
         };
+        let mount = tmpfs_mb.map(|mb| mount_tmpfs(&dir.join("fs"), mb, owner));
         let mut pg = OwnPostgres {
             dir,
             port: free_port(),
             bin,
             owner,
+            mount,
             server: None,
         };
         let mut initdb = pg.command("initdb");
@@ -300,7 +340,31 @@ impl OwnPostgres {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
+        self.mount.as_deref().unwrap_or(&self.dir).join("data")
+    }
+
+    /// Fills the instance's tmpfs to the last byte, as a runaway log or a big import would:
+    /// from now on Postgres cannot extend a table (SQLSTATE 53100, disk_full). Returns the bytes
+    /// written. Only for [`new_on_tmpfs`](Self::new_on_tmpfs) instances.
+    pub fn fill_disk(&self) -> u64 {
+        use std::io::Write;
+        let mount = self.mount.as_ref().expect("fill_disk needs new_on_tmpfs");
+        let mut f = fs::File::create(mount.join(FILLER)).expect("creating the filler");
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        // Down to single bytes, so not even a page is left.
+        for size in [chunk.len(), 4096, 1] {
+            while f.write_all(&chunk[..size]).is_ok() {
+                written += size as u64;
+            }
+        }
+        written
+    }
+
+    /// Removes the filler: Postgres has room again.
+    pub fn free_disk(&self) {
+        let mount = self.mount.as_ref().expect("free_disk needs new_on_tmpfs");
+        fs::remove_file(mount.join(FILLER)).expect("removing the filler");
     }
 
     fn log_path(&self) -> PathBuf {
@@ -380,6 +444,13 @@ impl Drop for OwnPostgres {
             // Immediate shutdown: the postmaster takes its backends (each in its own session)
             // down with it, which a SIGKILL of its group alone would not do at once.
             server.kill_blocking("QUIT");
+        }
+        if let Some(mount) = &self.mount {
+            // Lazy: detaches at once even if a straggling backend still has a file open.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(mount)
+                .status();
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
