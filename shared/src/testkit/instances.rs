@@ -112,6 +112,9 @@ impl Running {
     }
 
     /// Signals the group and waits for the leader to exit; kills the group after `STOP_GRACE`.
+    /// The group is signalled only while its leader is unreaped, so its id cannot have been
+    /// reused by a process that is not ours. The helpers in the group get the signal with the
+    /// leader and exit with it (Erlang's port programs watch their pipe to the VM).
     async fn stop(mut self, signal: &str) {
         signal_group(self.pgid, signal);
         if tokio::time::timeout(STOP_GRACE, self.child.wait())
@@ -122,18 +125,16 @@ impl Running {
             signal_group(self.pgid, "KILL");
             let _ = self.child.wait().await;
         }
-        // Helpers in the group (Erlang's port programs) do not outlive the leader for long, but
-        // make sure nothing keeps the port or the data directory.
-        signal_group(self.pgid, "KILL");
     }
 
-    /// For `Drop`, where nothing can be awaited: `signal`, a short grace, then SIGKILL.
+    /// For `Drop`, where nothing can be awaited: `signal`, a grace of up to 5 s, then SIGKILL
+    /// if the leader still runs.
     fn kill_blocking(&mut self, signal: &str) {
         signal_group(self.pgid, signal);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
