@@ -465,7 +465,9 @@ impl Drop for OwnPostgres {
 ///
 /// It runs the script under /usr/lib/rabbitmq/bin directly: Debian's /usr/sbin wrapper switches to
 /// the `rabbitmq` user with `su`, which resets `HOME` and so would share the system cookie. The
-/// node registers with the machine's epmd (port 4369) like any other Erlang node.
+/// node registers its name with the machine's epmd (port 4369) like any other Erlang node and
+/// unregisters when it stops; if no epmd runs yet, the node starts one (on loopback), which
+/// stays, as it does for any Erlang node.
 pub struct OwnRabbit {
     dir: PathBuf,
     port: u16,
@@ -493,11 +495,15 @@ impl OwnRabbit {
         fs::write(dir.join("rabbitmq-env.conf"), "").expect("writing rabbitmq-env.conf");
         // An Erlang term: no plugins, so nothing listens beyond the AMQP port.
         fs::write(dir.join("enabled_plugins"), "[].\n").expect("writing enabled_plugins");
+        let port = free_port();
+        let dist_port = std::iter::repeat_with(free_port)
+            .find(|&p| p != port)
+            .expect("an endless iterator finds one");
         let mut rabbit = OwnRabbit {
             node: format!("test-{}@localhost", super::unique_tag()),
             dir,
-            port: free_port(),
-            dist_port: free_port(),
+            port,
+            dist_port,
             script,
             server: None,
         };
