@@ -81,14 +81,21 @@ fn log_file(path: &Path) -> (Stdio, Stdio) {
     (Stdio::from(f), Stdio::from(g))
 }
 
-/// Sends `signal` to a whole process group. The `kill` binary (procps) keeps `unsafe` out of
-/// the workspace; the other tests signal processes the same way.
-fn signal_group(pgid: u32, signal: &str) {
-    let _ = std::process::Command::new("kill")
+/// Sends `signal` to a whole process group; false when no process of the group is left. The
+/// `kill` binary (procps) keeps `unsafe` out of the workspace; the other tests signal processes
+/// the same way.
+fn signal_group(pgid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill")
         .args([format!("-{signal}"), "--".into(), format!("-{pgid}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether any process of the group is still alive (signal 0 only checks).
+fn group_alive(pgid: u32) -> bool {
+    signal_group(pgid, "0")
 }
 
 /// One running server process, leader of its own process group.
@@ -111,29 +118,31 @@ impl Running {
         Running { child, pgid }
     }
 
-    /// Signals the group and waits for the leader to exit; kills the group after `STOP_GRACE`.
-    /// The group is signalled only while its leader is unreaped, so its id cannot have been
-    /// reused by a process that is not ours. The helpers in the group get the signal with the
-    /// leader and exit with it (Erlang's port programs watch their pipe to the VM).
+    /// Signals the group and waits for it to be gone (the leader first, then the helpers that
+    /// got the signal with it: Erlang's port programs); kills the group after `STOP_GRACE`.
+    /// A group id cannot be reused while any member lives, so only our processes are signalled.
     async fn stop(mut self, signal: &str) {
         signal_group(self.pgid, signal);
-        if tokio::time::timeout(STOP_GRACE, self.child.wait())
-            .await
-            .is_err()
-        {
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        let exited = tokio::time::timeout_at(deadline, self.child.wait()).await;
+        while exited.is_ok() && group_alive(self.pgid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if exited.is_err() || group_alive(self.pgid) {
             tracing::warn!(pgid = self.pgid, "Server did not stop in time; killing it.");
             signal_group(self.pgid, "KILL");
             let _ = self.child.wait().await;
         }
     }
 
-    /// For `Drop`, where nothing can be awaited: `signal`, a grace of up to 5 s, then SIGKILL
-    /// if the leader still runs.
+    /// For `Drop`, where nothing can be awaited: `signal`, up to 5 s for the whole group to be
+    /// gone, then SIGKILL to what is left.
     fn kill_blocking(&mut self, signal: &str) {
         signal_group(self.pgid, signal);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.try_wait(); // reap the leader, so the group can empty
+            if !group_alive(self.pgid) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
