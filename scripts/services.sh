@@ -154,6 +154,26 @@ ensure_rabbitmq() {
   log "rabbitmq: started"
 }
 
+# --- Server binaries for the fault tests ---------------------------------------------------------
+# The fault tests start servers of their own (shared/src/testkit/instances.rs) and stop them, so
+# the server binaries must be here even when the shared services answer from elsewhere (then the
+# steps above install only the clients). They also signal process groups with `kill` (procps) and
+# mount a tmpfs (`mount`, util-linux). A missing binary makes those tests fail, not skip.
+pg_server_installed() { compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; }
+
+ensure_test_binaries() {
+  local want=()
+  pg_server_installed || want+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || want+=(rabbitmq-server)
+  command -v kill >/dev/null 2>&1 || want+=(procps)
+  command -v mount >/dev/null 2>&1 || want+=(mount)
+  if [ "${#want[@]}" -gt 0 ]; then
+    log "fault tests: installing ${want[*]}"
+    apt_install "${want[@]}"
+  fi
+}
+
 # --- Python venv (for later test tools) -------------------------------------------------------------
 ensure_python_venv() {
   if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -166,6 +186,7 @@ main() {
   ensure_postgres
   ensure_redis
   ensure_rabbitmq
+  ensure_test_binaries
   ensure_python_venv
   log "all services ready"
 }

@@ -3,13 +3,10 @@
 
 mod support;
 
-use faultline_shared::domain::Permission;
+use faultline_shared::{domain::Permission, testkit::OwnRedis};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 use support::TestApp;
 
 fn header(resp: &Response, name: &str) -> Option<u64> {
@@ -153,73 +150,9 @@ async fn a_keys_own_limit_overrides_the_default() {
     app.shutdown().await;
 }
 
-/// A Redis server of this test's own, killed when dropped.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        OwnRedis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "own redis never came up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test]
 async fn with_redis_down_ingest_still_accepts_events() {
-    let mut redis = OwnRedis::start();
-    redis.wait_ready().await;
+    let mut redis = OwnRedis::new().await;
     let url = redis.url();
     let app = TestApp::spawn_with(move |s| s.services.redis_url = url).await;
     let event = json!({"message": "while redis lives", "source": "failopen"});
@@ -231,7 +164,7 @@ async fn with_redis_down_ingest_still_accepts_events() {
         "limited while Redis is up"
     );
 
-    redis.kill();
+    redis.stop().await;
     for _ in 0..5 {
         let resp = app
             .post_event(&json!({"message": "while redis is dead", "source": "failopen"}))

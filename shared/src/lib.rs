@@ -18,7 +18,8 @@
 //! - [`db`]: pool, the one `MIGRATOR`, and the key queries ingest and the CLI share.
 //! - [`queue`]: exchange/queue names and their declaration, shared by publisher and consumer.
 //! - [`telemetry`]: tracing and Prometheus set-up, `/health` building blocks.
-//! - [`testkit`]: throwaway databases and queue names for the integration tests of every crate.
+//! - [`testkit`]: throwaway databases and queue names for the integration tests of every crate,
+//!   a TCP proxy to cut, and Postgres, RabbitMQ and Redis servers of a test's own to stop.
 
 pub mod cache;
 pub mod config;

@@ -11,6 +11,7 @@ use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, ShortString},
 };
+use std::time::Duration;
 
 /// Names derived from one prefix, so tests (and several installations) can share a broker.
 #[derive(Debug, Clone)]
@@ -96,13 +97,26 @@ impl Topology {
     }
 }
 
-/// Opens a connection named after the binary (visible in the RabbitMQ management UI).
+/// How long opening a connection (TCP, AMQP handshake, vhost) may take. Without it, one connect
+/// attempt that never resolves — seen once in a test while a restarted node was booting, with no
+/// socket left open — would stall a reconnect loop for good.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection named after the binary (visible in the RabbitMQ management UI); gives up
+/// with a `TimedOut` I/O error after [`CONNECT_TIMEOUT`].
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
-    Connection::connect(
+    let connect = Connection::connect(
         url,
         ConnectionProperties::default().with_connection_name(name.into()),
-    )
-    .await
+    );
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no AMQP connection within {CONNECT_TIMEOUT:?}"),
+        )
+        .into()),
+    }
 }
 
 /// Messages waiting in the queue and consumers attached, via a passive declare.

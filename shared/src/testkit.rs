@@ -1,9 +1,13 @@
 //! Isolation for integration tests: each test gets its own database and its own queue prefix on
 //! the real local Postgres and RabbitMQ, and removes them afterwards, so tests run in parallel and
-//! leave nothing behind.
+//! leave nothing behind. For outages: a [`TcpProxy`] to cut in front of a shared service, or a
+//! server of the test's own ([`OwnPostgres`], [`OwnRabbit`], [`OwnRedis`]) to stop and restart.
 
 use sqlx::PgPool;
 use uuid::Uuid;
+
+mod instances;
+pub use instances::{OwnPostgres, OwnRabbit, OwnRedis, free_port};
 
 /// Where tests create their databases: `TEST_DATABASE_URL` (a maintenance database URL).
 pub fn admin_url() -> String {

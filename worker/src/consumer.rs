@@ -34,7 +34,62 @@ use tokio::sync::watch;
 #[derive(Clone, Default)]
 pub struct ConsumerState {
     pub connected: Arc<AtomicBool>,
+    /// Set while Postgres refuses the batch's writes as read-only (a failover that left the
+    /// worker on a standby, `default_transaction_read_only`, a disk-full guard turning the
+    /// database read-only): retrying cannot help until an operator acts, so it is reported
+    /// apart from an outage.
+    pub db_read_only: Arc<AtomicBool>,
+    /// Set while Postgres fails the batch for lack of disk space: another condition only an
+    /// operator can end, and one `SELECT 1` does not see.
+    pub db_disk_full: Arc<AtomicBool>,
     pub progress: crate::invalidate::Progress,
+}
+
+/// Why a batch was not committed, as a low-cardinality metric label.
+fn failure_reason(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // read_only_sql_transaction
+            Some("25006") => "read_only",
+            Some("53100") => "disk_full",
+            // insufficient_resources, out_of_memory, too_many_connections, ...
+            Some(c) if c.starts_with("53") => "resources",
+            // admin/crash shutdown, cannot connect now, connection exceptions
+            Some(c) if c.starts_with("57P") || c.starts_with("08") => "unavailable",
+            _ => "other",
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => "unavailable",
+        _ => "other",
+    }
+}
+
+/// Records whether Postgres refuses writes as read-only: the `worker_postgres_read_only` gauge,
+/// and one log line per change (ERROR when it starts: nothing is processed until an operator
+/// acts).
+pub fn set_read_only(flag: &AtomicBool, read_only: bool) {
+    set_condition(flag, "worker_postgres_read_only", "read-only", read_only);
+}
+
+/// The same for a full disk, with the `worker_postgres_disk_full` gauge.
+pub fn set_disk_full(flag: &AtomicBool, full: bool) {
+    set_condition(flag, "worker_postgres_disk_full", "out of disk space", full);
+}
+
+fn set_condition(flag: &AtomicBool, gauge: &'static str, what: &str, on: bool) {
+    metrics::gauge!(gauge).set(if on { 1.0 } else { 0.0 });
+    let was = flag.swap(on, Ordering::Relaxed);
+    if on && !was {
+        tracing::error!(
+            condition = what,
+            "Postgres refuses writes; batches stay unacked until an operator fixes it."
+        );
+    } else if !on && was {
+        tracing::info!(condition = what, "Postgres accepts writes again.");
+    }
 }
 
 /// One delivery decoded: its tag and the events it carried. Elements that did not decode are
@@ -130,7 +185,7 @@ pub async fn run(
         let result = consume(
             &settings,
             &pool,
-            &state.progress,
+            &state,
             &topology,
             &channel,
             &dead,
@@ -166,7 +221,7 @@ struct Batch {
 async fn consume(
     settings: &WorkerSettings,
     pool: &PgPool,
-    progress: &crate::invalidate::Progress,
+    state: &ConsumerState,
     topology: &Topology,
     channel: &Channel,
     dead: &Channel,
@@ -177,7 +232,7 @@ async fn consume(
     let (ready, pending) = tokio::sync::mpsc::channel::<Batch>(1);
     let committer = commit_batches(
         pool,
-        progress,
+        state,
         channel,
         pending,
         settings.commit_concurrency.max(1),
@@ -281,7 +336,7 @@ async fn gather_batches(
 /// key order.
 async fn commit_batches(
     pool: &PgPool,
-    progress: &crate::invalidate::Progress,
+    state: &ConsumerState,
     channel: &Channel,
     mut pending: tokio::sync::mpsc::Receiver<Batch>,
     concurrency: u16,
@@ -293,7 +348,7 @@ async fn commit_batches(
         tokio::select! {
             batch = pending.recv(), if open && committing.len() < usize::from(concurrency) => {
                 match batch {
-                    Some(batch) => committing.push_back(commit_one(pool, progress, batch, shutdown.clone())),
+                    Some(batch) => committing.push_back(commit_one(pool, state, batch, shutdown.clone())),
                     None => open = false,
                 }
             }
@@ -320,7 +375,7 @@ async fn commit_batches(
 /// it, or `None` when shutdown came first.
 async fn commit_one(
     pool: &PgPool,
-    progress: &crate::invalidate::Progress,
+    state: &ConsumerState,
     Batch { events, last_tag }: Batch,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<u64> {
@@ -329,7 +384,13 @@ async fn commit_one(
         match process_batch(pool, &events).await {
             Ok(outcome) => {
                 tracing::debug!(?outcome, "Batch committed.");
-                progress.committed(
+                if state.db_read_only.load(Ordering::Relaxed) {
+                    set_read_only(&state.db_read_only, false);
+                }
+                if state.db_disk_full.load(Ordering::Relaxed) {
+                    set_disk_full(&state.db_disk_full, false);
+                }
+                state.progress.committed(
                     events.iter().map(|e| e.project_id),
                     outcome.inserted,
                     events.iter().map(|e| e.received_at).min(),
@@ -337,8 +398,14 @@ async fn commit_one(
                 return Some(last_tag);
             }
             Err(e) => {
-                metrics::counter!("worker_batch_failures_total").increment(1);
-                tracing::warn!(error = %e, ?backoff, events = events.len(), "Batch not committed; will retry.");
+                let reason = failure_reason(&e);
+                metrics::counter!("worker_batch_failures_total", "reason" => reason).increment(1);
+                match reason {
+                    "read_only" => set_read_only(&state.db_read_only, true),
+                    "disk_full" => set_disk_full(&state.db_disk_full, true),
+                    _ => {}
+                }
+                tracing::warn!(error = %e, reason, ?backoff, events = events.len(), "Batch not committed; will retry.");
                 if *shutdown.borrow() {
                     tracing::info!(
                         "Shutting down with an uncommitted batch; the broker will redeliver it."

@@ -27,14 +27,24 @@ pub async fn run(
     settings: WorkerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
+        .await
+        .with_context(|| format!("binding WORKER_PORT {}", settings.port))?;
+    run_with_listener(settings, listener, shutdown).await
+}
+
+/// [`run`] serving `/health` and `/metrics` on a listener the caller bound: tests bind port 0
+/// and so know where to ask the worker how it is.
+pub async fn run_with_listener(
+    settings: WorkerSettings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let pool = db::connect_and_migrate(
         &settings.services.database_url,
         settings.services.db_max_connections,
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
-        .await
-        .with_context(|| format!("binding WORKER_PORT {}", settings.port))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

@@ -152,3 +152,61 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A worker running in-process with `/health` and `/metrics` on a port the test knows.
+pub struct RunningWorker {
+    pub addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningWorker {
+    pub async fn start(settings: WorkerSettings) -> Self {
+        // reqwest is built without a default crypto provider (see dependencies.md).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(worker::run_with_listener(settings, listener, async move {
+            let _ = stopped.await;
+        }));
+        RunningWorker {
+            addr,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// `/health`: its status code and body.
+    pub async fn health(&self) -> (u16, serde_json::Value) {
+        let resp = reqwest::get(format!("{}/health", self.addr))
+            .await
+            .expect("health answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("health body is JSON"))
+    }
+
+    /// The value of one `/metrics` series (exact name and labels as rendered), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.addr))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Stops the worker and fails the test if it ended with an error.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("worker task").expect("worker ran cleanly");
+        }
+    }
+}

@@ -131,7 +131,14 @@ impl TestApp {
     }
 
     pub async fn start_worker(&mut self) {
-        let settings = worker_settings(&self.db.url, &self.prefix);
+        self.start_worker_with(|_| {}).await;
+    }
+
+    /// A worker on this app's database and queue prefix, its settings adjusted by `tweak` (e.g.
+    /// pointed at a broker of the test's own).
+    pub async fn start_worker_with(&mut self, tweak: impl FnOnce(&mut WorkerSettings)) {
+        let mut settings = worker_settings(&self.db.url, &self.prefix);
+        tweak(&mut settings);
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             worker::run(settings, async move {
@@ -228,9 +235,9 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// Messages waiting in this test's queue.
+    /// Messages waiting in this test's queue, on the broker ingest publishes to.
     pub async fn queue_depth(&self) -> u32 {
-        let conn = faultline_shared::queue::connect(&testkit::amqp_url(), "test-probe")
+        let conn = faultline_shared::queue::connect(&self.settings.services.amqp_url, "test-probe")
             .await
             .expect("amqp");
         let ch = conn.create_channel().await.expect("channel");

@@ -1,0 +1,244 @@
+//! The worker against a Postgres of the test's own, which the test really stops, restarts and
+//! turns read-only (the shared server is never touched): batches stay unacked and are retried
+//! with backoff, `/health` and `/metrics` say what is wrong, and once Postgres is back every
+//! event is stored and counted exactly once.
+
+#[path = "common.rs"]
+mod common;
+
+use common::*;
+use faultline_shared::{
+    db,
+    testkit::{self, OwnPostgres},
+};
+use sqlx::{Connection, PgPool};
+
+/// `n` messages of 50 events each, from five templates, tagged with `round` so every call
+/// publishes new event ids.
+async fn publish_rounds(prefix: &str, rounds: std::ops::Range<usize>) {
+    let batch = |m: usize| -> Vec<_> {
+        (0..50)
+            .map(|i| event(&format!("shard {} lost in round {}", i % 5, m)))
+            .collect()
+    };
+    publish_events(prefix, &rounds.map(batch).collect::<Vec<_>>()).await;
+}
+
+async fn wait_counted(pool: &PgPool, expected: i64, what: &str) {
+    eventually(60, what, || {
+        let pool = pool.clone();
+        async move { counted(&pool).await == expected }
+    })
+    .await;
+}
+
+/// Polls `/health` until Postgres has `pg_status` there; returns the HTTP status then.
+async fn wait_health(worker: &RunningWorker, pg_status: &str) -> u16 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = worker.health().await;
+        if body["checks"]["postgres"]["status"] == pg_status {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never reported postgres {pg_status}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `/metrics` until `series` reaches at least `min`.
+async fn wait_metric(worker: &RunningWorker, series: &str, min: f64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let v = worker.metric(series).await;
+        if v.is_some_and(|v| v >= min) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never reached {min} (last {v:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_postgres_stopped_the_worker_holds_its_batches_says_so_and_resumes_without_loss() {
+    let mut pg = OwnPostgres::new().await;
+    let pool = db::connect_and_migrate(&pg.url(), 5).await.unwrap();
+    let prefix = format!("wown_{}", testkit::unique_tag());
+    publish_rounds(&prefix, 0..20).await;
+    let mut s = settings(&pg.url(), &prefix);
+    s.batch_size = 100;
+    let worker = RunningWorker::start(s).await;
+    wait_counted(&pool, 1000, "the first 1,000 events").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+
+    pg.stop().await;
+    publish_rounds(&prefix, 20..40).await;
+    assert_eq!(
+        wait_health(&worker, "unhealthy").await,
+        503,
+        "health must fail while Postgres is down"
+    );
+    // The worker tried, failed and tried again (with backoff) — and acked nothing meanwhile, so
+    // the broker still holds what it has not handed out.
+    wait_metric(
+        &worker,
+        r#"worker_batch_failures_total{reason="unavailable"}"#,
+        2.0,
+    )
+    .await;
+    assert!(
+        depth(&prefix, false).await > 0,
+        "unacked work stays with the broker"
+    );
+
+    pg.start().await;
+    wait_counted(&pool, 2000, "every event counted after Postgres returned").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+    worker.stop().await;
+    assert_eq!(counted(&pool).await, 2000, "nothing counted twice");
+    assert_eq!(stored_events(&pool).await, 2000, "nothing stored twice");
+    assert_eq!(rollup_total(&pool).await, 2000);
+    assert_eq!(depth(&prefix, false).await, 0, "the queue drained");
+    assert_eq!(depth(&prefix, true).await, 0, "nothing dead-lettered");
+    pool.close().await;
+    testkit::delete_topology(&prefix).await;
+}
+
+/// Turns the whole server read-only (or back) as an operator would, with `ALTER SYSTEM` and a
+/// reload: sessions already open, the worker's pool among them, follow at their next transaction.
+async fn set_server_read_only(pg: &OwnPostgres, on: bool) {
+    let mut admin = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    // This session itself would start read-only once the server is; ALTER SYSTEM does not care,
+    // but keep the admin session writable for clarity.
+    sqlx::query("SET default_transaction_read_only = off")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sql = if on {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    };
+    sqlx::query(sql).execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_postgres_read_only_the_worker_reports_it_acks_nothing_and_resumes_once_writable()
+{
+    let pg = OwnPostgres::new().await;
+    let pool = db::connect_and_migrate(&pg.url(), 5).await.unwrap();
+    let prefix = format!("wro_{}", testkit::unique_tag());
+    publish_rounds(&prefix, 0..10).await;
+    let mut s = settings(&pg.url(), &prefix);
+    s.batch_size = 100;
+    let worker = RunningWorker::start(s).await;
+    wait_counted(&pool, 500, "the first 500 events").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+
+    set_server_read_only(&pg, true).await;
+    assert_eq!(
+        wait_health(&worker, "read_only").await,
+        503,
+        "a read-only Postgres is not healthy for a worker"
+    );
+    publish_rounds(&prefix, 10..30).await;
+    wait_metric(
+        &worker,
+        r#"worker_batch_failures_total{reason="read_only"}"#,
+        2.0,
+    )
+    .await;
+    assert_eq!(worker.metric("worker_postgres_read_only").await, Some(1.0));
+    assert_eq!(counted(&pool).await, 500, "nothing written while read-only");
+    assert!(
+        depth(&prefix, false).await > 0,
+        "unacked work stays with the broker"
+    );
+
+    set_server_read_only(&pg, false).await;
+    wait_counted(&pool, 1500, "every event counted once writes were allowed").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+    assert_eq!(worker.metric("worker_postgres_read_only").await, Some(0.0));
+    worker.stop().await;
+    assert_eq!(counted(&pool).await, 1500, "nothing counted twice");
+    assert_eq!(stored_events(&pool).await, 1500, "nothing stored twice");
+    assert_eq!(depth(&prefix, false).await, 0, "the queue drained");
+    assert_eq!(depth(&prefix, true).await, 0, "nothing dead-lettered");
+    pool.close().await;
+    testkit::delete_topology(&prefix).await;
+}
+
+/// Messages of 50 events carrying 1.5 KB of text each: under the TOAST threshold, so they land
+/// in the events table itself and a batch of them needs new pages (which a full disk refuses).
+async fn publish_big_rounds(prefix: &str, rounds: std::ops::Range<usize>) {
+    let padding = "payload ".repeat(190);
+    let batch = |m: usize| -> Vec<_> {
+        (0..50)
+            .map(|i| {
+                event(&format!(
+                    "disk filled by job {} in round {m}: {padding}",
+                    i % 5
+                ))
+            })
+            .collect()
+    };
+    publish_events(prefix, &rounds.map(batch).collect::<Vec<_>>()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_postgres_out_of_disk_the_worker_reports_it_acks_nothing_and_resumes_once_freed() {
+    let pg = OwnPostgres::new_on_tmpfs(128).await;
+    let pool = db::connect_and_migrate(&pg.url(), 5).await.unwrap();
+    let prefix = format!("wdf_{}", testkit::unique_tag());
+    publish_big_rounds(&prefix, 0..10).await;
+    let mut s = settings(&pg.url(), &prefix);
+    s.batch_size = 100;
+    let worker = RunningWorker::start(s).await;
+    wait_counted(&pool, 500, "the first 500 events").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+
+    assert!(pg.fill_disk() > 0, "the tmpfs had room to fill");
+    publish_big_rounds(&prefix, 10..30).await;
+    wait_metric(
+        &worker,
+        r#"worker_batch_failures_total{reason="disk_full"}"#,
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        wait_health(&worker, "disk_full").await,
+        503,
+        "a worker that cannot write is not healthy"
+    );
+    assert_eq!(worker.metric("worker_postgres_disk_full").await, Some(1.0));
+    assert!(
+        counted(&pool).await < 1500,
+        "the full disk stopped the writes"
+    );
+    assert!(
+        depth(&prefix, false).await > 0,
+        "unacked work stays with the broker"
+    );
+
+    pg.free_disk();
+    wait_counted(&pool, 1500, "every event counted once the disk had room").await;
+    assert_eq!(wait_health(&worker, "healthy").await, 200);
+    assert_eq!(worker.metric("worker_postgres_disk_full").await, Some(0.0));
+    worker.stop().await;
+    assert_eq!(counted(&pool).await, 1500, "nothing counted twice");
+    assert_eq!(stored_events(&pool).await, 1500, "nothing stored twice");
+    assert_eq!(depth(&prefix, false).await, 0, "the queue drained");
+    assert_eq!(depth(&prefix, true).await, 0, "nothing dead-lettered");
+    pool.close().await;
+    testkit::delete_topology(&prefix).await;
+}
