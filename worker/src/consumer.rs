@@ -6,7 +6,7 @@
 use crate::process::process_batch;
 use faultline_shared::{
     config::WorkerSettings,
-    domain::{ErrorEvent, decode_event},
+    domain::{DecodedMessage, ErrorEvent, decode_message},
     queue::{self, Topology},
 };
 use futures_util::StreamExt;
@@ -92,21 +92,19 @@ fn set_condition(flag: &AtomicBool, gauge: &'static str, what: &str, on: bool) {
     }
 }
 
-/// One delivery decoded: its tag and the events it carried. Elements that did not decode are
-/// kept aside for the dead-letter queue.
-struct Decoded {
-    events: Vec<ErrorEvent>,
-    poison: Vec<Value>,
-}
-
 enum Decode {
-    Ok(Decoded),
+    Ok(DecodedMessage),
     /// The message itself is not a JSON array: dead-letter the whole message.
     Unreadable(u64),
 }
 
 /// Adds a delivery to the batch; returns its tag when the whole message is unreadable.
-fn handle(tag: u64, data: &[u8], batch: &mut Vec<Decoded>, events: &mut usize) -> Option<u64> {
+fn handle(
+    tag: u64,
+    data: &[u8],
+    batch: &mut Vec<DecodedMessage>,
+    events: &mut usize,
+) -> Option<u64> {
     match decode(tag, data) {
         Decode::Ok(d) => {
             *events += d.events.len();
@@ -118,18 +116,10 @@ fn handle(tag: u64, data: &[u8], batch: &mut Vec<Decoded>, events: &mut usize) -
 }
 
 fn decode(tag: u64, data: &[u8]) -> Decode {
-    let Ok(values) = serde_json::from_slice::<Vec<Value>>(data) else {
-        return Decode::Unreadable(tag);
-    };
-    let mut events = Vec::with_capacity(values.len());
-    let mut poison = Vec::new();
-    for v in values {
-        match decode_event(v.clone()) {
-            Ok(e) => events.push(e),
-            Err(_) => poison.push(v),
-        }
+    match decode_message(data) {
+        Some(decoded) => Decode::Ok(decoded),
+        None => Decode::Unreadable(tag),
     }
-    Decode::Ok(Decoded { events, poison })
 }
 
 async fn open(
@@ -272,7 +262,7 @@ async fn gather_batches(
             anyhow::bail!("the broker ended the consumer");
         };
         let first = first?;
-        let mut batch: Vec<Decoded> = Vec::new();
+        let mut batch: Vec<DecodedMessage> = Vec::new();
         let mut events = 0usize;
         let mut last_tag = first.delivery_tag;
         let mut unreadable = Vec::new();

@@ -7,24 +7,25 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Column arrays of the events to insert (one element per event).
+/// Column arrays of the events to insert (one element per event). Text and JSON columns borrow
+/// from the decoded events: a batch is not copied a second time to be written.
 #[derive(Default)]
-pub struct EventRows {
+pub struct EventRows<'a> {
     pub id: Vec<Uuid>,
     pub project_id: Vec<Uuid>,
     pub group_id: Vec<Uuid>,
     pub received_at: Vec<DateTime<Utc>>,
     pub level: Vec<&'static str>,
-    pub message: Vec<String>,
-    pub stack_trace: Vec<Option<String>>,
-    pub context: Vec<Option<Value>>,
-    pub source: Vec<String>,
-    pub environment: Vec<String>,
-    pub url: Vec<Option<String>>,
-    pub user_agent: Vec<Option<String>>,
-    pub ip_address: Vec<Option<String>>,
-    pub release: Vec<Option<String>>,
-    pub extra: Vec<Option<Value>>,
+    pub message: Vec<&'a str>,
+    pub stack_trace: Vec<Option<&'a str>>,
+    pub context: Vec<Option<&'a Value>>,
+    pub source: Vec<&'a str>,
+    pub environment: Vec<&'a str>,
+    pub url: Vec<Option<&'a str>>,
+    pub user_agent: Vec<Option<&'a str>>,
+    pub ip_address: Vec<Option<&'a str>>,
+    pub release: Vec<Option<&'a str>>,
+    pub extra: Vec<Option<&'a Value>>,
 }
 
 /// Inserts events, skipping ids already stored; returns the ids that were new. This is where a
@@ -32,7 +33,7 @@ pub struct EventRows {
 #[tracing::instrument(skip_all, fields(events = rows.id.len()))]
 pub async fn insert_events(
     conn: &mut PgConnection,
-    rows: &EventRows,
+    rows: &EventRows<'_>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let ids: Vec<(Uuid,)> = sqlx::query_as(
         "INSERT INTO events (id, project_id, group_id, received_at, level, message, stack_trace,
@@ -64,25 +65,26 @@ pub async fn insert_events(
 }
 
 /// Column arrays of the group upserts, one element per (project, fingerprint), sorted by id.
+/// Like [`EventRows`], they borrow from the batch.
 #[derive(Default)]
-pub struct GroupRows {
+pub struct GroupRows<'a> {
     pub id: Vec<Uuid>,
     pub project_id: Vec<Uuid>,
-    pub fingerprint: Vec<String>,
+    pub fingerprint: Vec<&'a str>,
     pub version: Vec<i32>,
-    pub normalized_message: Vec<String>,
+    pub normalized_message: Vec<&'a str>,
     pub frames: Vec<Value>,
     pub custom: Vec<bool>,
     pub level: Vec<&'static str>,
-    pub message: Vec<String>,
-    pub stack_trace: Vec<Option<String>>,
-    pub context: Vec<Option<Value>>,
-    pub source: Vec<String>,
-    pub environment: Vec<String>,
-    pub url: Vec<Option<String>>,
-    pub user_agent: Vec<Option<String>>,
-    pub ip_address: Vec<Option<String>>,
-    pub release: Vec<Option<String>>,
+    pub message: Vec<&'a str>,
+    pub stack_trace: Vec<Option<&'a str>>,
+    pub context: Vec<Option<&'a Value>>,
+    pub source: Vec<&'a str>,
+    pub environment: Vec<&'a str>,
+    pub url: Vec<Option<&'a str>>,
+    pub user_agent: Vec<Option<&'a str>>,
+    pub ip_address: Vec<Option<&'a str>>,
+    pub release: Vec<Option<&'a str>>,
     pub latest_event_id: Vec<Uuid>,
     pub count: Vec<i64>,
     pub first_seen: Vec<DateTime<Utc>>,
@@ -93,7 +95,10 @@ pub struct GroupRows {
 /// event newer than its resolution is reopened and marked regressed. A group created here also
 /// gets its searchable text (`error_group_search`), written once so the hot row needs no text index.
 #[tracing::instrument(skip_all, fields(groups = rows.id.len()))]
-pub async fn upsert_groups(conn: &mut PgConnection, rows: &GroupRows) -> Result<(), sqlx::Error> {
+pub async fn upsert_groups(
+    conn: &mut PgConnection,
+    rows: &GroupRows<'_>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH up AS (
          INSERT INTO error_groups AS g (id, project_id, fingerprint, grouping_version,

@@ -64,6 +64,36 @@ pub fn decode_event(value: serde_json::Value) -> Result<ErrorEvent, serde_json::
     serde_json::from_value(value)
 }
 
+/// A broker message decoded: its events, and the elements that are not events (kept whole, for
+/// the dead-letter queue).
+#[derive(Debug, Default)]
+pub struct DecodedMessage {
+    pub events: Vec<ErrorEvent>,
+    pub poison: Vec<serde_json::Value>,
+}
+
+/// Decodes a whole broker message, each element straight from its bytes into an [`ErrorEvent`]
+/// (no intermediate JSON tree per event, no copy of it kept for the dead-letter case); `None`
+/// when the message is not a JSON array at all.
+pub fn decode_message(data: &[u8]) -> Option<DecodedMessage> {
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(data).ok()?;
+    let mut out = DecodedMessage {
+        events: Vec::with_capacity(items.len()),
+        poison: Vec::new(),
+    };
+    for raw in items {
+        match serde_json::from_str::<ErrorEvent>(raw.get()) {
+            Ok(event) => out.events.push(event),
+            // The element parsed as part of the array, so it parses alone as a JSON value.
+            Err(_) => out.poison.push(
+                serde_json::from_str(raw.get())
+                    .unwrap_or_else(|_| serde_json::Value::String(raw.get().to_string())),
+            ),
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,18 +143,12 @@ mod tests {
 
 #[cfg(test)]
 mod fuzz {
-    //! What the worker does with a broker message (a JSON array, then each element decoded on its
-    //! own), over arbitrary bytes and arbitrary event-shaped JSON: never a panic, always events or
+    //! What the worker does with a broker message ([`decode_message`]: a JSON array, then each
+    //! element decoded on its own), over arbitrary bytes and arbitrary event-shaped JSON: never a panic, always events or
     //! a typed error; and every event survives encode → decode unchanged.
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Value, json};
-
-    /// Decodes a message as the worker does; `None` when it is not a JSON array.
-    fn decode_message(data: &[u8]) -> Option<Vec<Result<ErrorEvent, serde_json::Error>>> {
-        let values: Vec<Value> = serde_json::from_slice(data).ok()?;
-        Some(values.into_iter().map(decode_event).collect())
-    }
 
     /// Event-shaped objects: the right keys with values of any (often wrong) type.
     fn event_like() -> impl Strategy<Value = Value> {
@@ -163,8 +187,8 @@ mod fuzz {
 
         #[test]
         fn arbitrary_bytes_never_panic_the_message_decoder(data in prop::collection::vec(any::<u8>(), 0..1024)) {
-            if let Some(events) = decode_message(&data) {
-                prop_assert!(events.len() <= data.len());
+            if let Some(m) = decode_message(&data) {
+                prop_assert!(m.events.len() + m.poison.len() <= data.len());
             }
         }
 
@@ -178,8 +202,11 @@ mod fuzz {
         fn event_shaped_json_decodes_or_is_a_typed_error(items in prop::collection::vec(event_like(), 0..8)) {
             let body = serde_json::to_vec(&items).unwrap();
             let decoded = decode_message(&body).expect("an array decodes");
-            prop_assert_eq!(decoded.len(), items.len());
-            for event in decoded.into_iter().flatten() {
+            prop_assert_eq!(decoded.events.len() + decoded.poison.len(), items.len());
+            // Straight from the bytes, an element decodes exactly when it does as a JSON value.
+            let as_values = items.iter().filter(|v| decode_event((*v).clone()).is_ok()).count();
+            prop_assert_eq!(decoded.events.len(), as_values);
+            for event in decoded.events {
                 // Whatever decodes re-encodes to the same event.
                 let again = decode_event(serde_json::to_value(&event).unwrap()).unwrap();
                 prop_assert_eq!(again, event);
@@ -217,9 +244,10 @@ mod fuzz {
             let one = serde_json::to_vec(&event).unwrap();
             let body = encode_batch([one.as_slice(), one.as_slice()]);
             let decoded = decode_message(&body).unwrap();
-            prop_assert_eq!(decoded.len(), 2);
-            for d in decoded {
-                prop_assert_eq!(d.unwrap(), event.clone());
+            prop_assert_eq!(decoded.events.len(), 2);
+            prop_assert!(decoded.poison.is_empty());
+            for d in decoded.events {
+                prop_assert_eq!(d, event.clone());
             }
         }
     }

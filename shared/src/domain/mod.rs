@@ -6,7 +6,7 @@ mod event;
 mod level;
 
 pub use api_key::{ApiKey, KeyHash, Permission, Permissions};
-pub use event::{ErrorEvent, decode_event, encode_batch};
+pub use event::{DecodedMessage, ErrorEvent, decode_event, decode_message, encode_batch};
 pub use level::Level;
 
 /// The project every installation starts with (created by the first migration).
