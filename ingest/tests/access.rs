@@ -4,7 +4,7 @@
 
 mod support;
 
-use faultline_shared::domain::{ApiKey, Permission};
+use faultline_shared::domain::{ApiKey, Permission, Permissions};
 use ingest::key_usage::KeyUsage;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -896,5 +896,97 @@ async fn a_key_revoked_on_one_instance_is_refused_by_another_within_the_ttl() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop.send(());
+    app.shutdown().await;
+}
+
+/// Every operation the OpenAPI document marks as needing a key, called with no key, a malformed
+/// one, a well-formed key nobody issued, a revoked one and an expired one: each answers 401 with
+/// the error body, before looking at anything else in the request.
+#[tokio::test]
+async fn every_secured_endpoint_refuses_missing_malformed_unknown_revoked_and_expired_keys() {
+    let app = TestApp::spawn().await;
+    let all = Permissions::new(Permission::ALL.to_vec());
+    // Revoked before it is ever used, so no cache can still hold it.
+    let (revoked_id, revoked) = mint(
+        &app,
+        json!({"name": "revoked", "permissions": ["ingest", "read", "write", "admin"]}),
+    )
+    .await;
+    let resp = app
+        .call(
+            Method::DELETE,
+            &format!("/api/settings/api-keys/{revoked_id}"),
+            &app.key,
+            None,
+        )
+        .await;
+    assert!(resp.status().is_success(), "revoke: {}", resp.status());
+    // Expired an hour ago; the API refuses to issue such a key, so it goes straight to the table.
+    let (project_id,): (Uuid,) = sqlx::query_as("SELECT project_id FROM api_keys LIMIT 1")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let expired = ApiKey::generate();
+    faultline_shared::db::insert_key(
+        &app.db.pool,
+        project_id,
+        "expired",
+        &expired,
+        &all,
+        Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    let unknown = ApiKey::generate();
+    let bad_keys: [(&str, Option<&str>); 5] = [
+        ("missing", None),
+        ("malformed", Some("not-a-key")),
+        ("unknown", Some(unknown.expose())),
+        ("revoked", Some(&revoked)),
+        ("expired", Some(expired.expose())),
+    ];
+
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("api_key").is_some()));
+            if !secured {
+                continue;
+            }
+            // Path parameters get well-formed values: the key check must come first anyway.
+            let url = path
+                .split('/')
+                .map(|seg| match seg {
+                    s if s.starts_with('{') => Uuid::now_v7().to_string(),
+                    s => s.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for (what, key) in &bad_keys {
+                let mut req = app
+                    .client
+                    .request(method.clone(), format!("{}{url}", app.addr))
+                    .header("content-type", "application/json")
+                    .body("{}");
+                if let Some(key) = key {
+                    req = req.header("x-api-key", *key);
+                }
+                let resp = req.send().await.unwrap();
+                assert_eq!(resp.status(), 401, "{method} {path} with a {what} key");
+                let body = json_of(resp).await;
+                assert_eq!(
+                    body["status"], "error",
+                    "{method} {path} with a {what} key: {body}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    // The document lists every secured route; a handful would mean it lost them.
+    assert!(checked >= 5 * 30, "only {checked} requests checked");
     app.shutdown().await;
 }
