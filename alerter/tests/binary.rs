@@ -160,3 +160,149 @@ async fn an_alerter_killed_mid_delivery_is_replaced_and_the_notification_still_a
     assert!(a[1].1);
     assert_eq!(receiver.received().len(), 2, "no third copy");
 }
+
+/// A steady stream of new errors while alerters are SIGKILLed at random moments, round after
+/// round: every firing that was recorded gets its notification, every notification is delivered
+/// (at least once, as documented: a kill between the send and its record repeats it, with the same
+/// idempotency key), and no firing is paged twice under different keys.
+#[tokio::test]
+async fn alerters_killed_at_random_moments_over_many_rounds_lose_no_notification() {
+    use rand::Rng;
+    let db = support::setup().await;
+    let receiver = support::Receiver::start().await;
+    support::set_integration(&db.pool, "webhook", support::webhook_config(&receiver, "s")).await;
+    support::create_rule(
+        &db.pool,
+        support::NewRule {
+            name: "Any new error",
+            kind: "new_error",
+            threshold: 1,
+            window_secs: 60,
+            cooldown_secs: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // The steady load: a new error group every 150 ms until the kills are over.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let pool = db.pool.clone();
+    let load = tokio::spawn(async move {
+        let mut n = 0u32;
+        while !*stopped.borrow() {
+            n += 1;
+            support::ingest(
+                &pool,
+                &format!("new failure number {n} in module m{n}"),
+                faultline_shared::domain::Level::Error,
+                "backend",
+                1,
+            )
+            .await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+        n
+    });
+
+    let start = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_alerter"))
+            .env("DATABASE_URL", &db.url)
+            .env("ALERTER_PORT", port.to_string())
+            .env("ALERTER_SCHEDULE", "* * * * * *")
+            .env("ALERTER_ALLOW_PRIVATE_TARGETS", "true")
+            .env("DELIVERY_TIMEOUT_SECS", "2")
+            .env("DELIVERY_LEASE_SECS", "3")
+            .env("DELIVERY_INTERVAL_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("alerter starts")
+    };
+    let rounds = 8;
+    for _ in 0..rounds {
+        let mut alerter = start();
+        let alive = rand::rng().random_range(300..2500);
+        tokio::time::sleep(Duration::from_millis(alive)).await;
+        let pid = alerter.id().expect("running").to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _ = alerter.wait().await;
+    }
+    let _ = stop.send(true);
+    let groups = load.await.unwrap();
+
+    // One alerter that lives: it takes over what the killed ones left (expired leases included).
+    let _last = start();
+    // Settled: every notification delivered, every group evaluated, and nothing changed over a
+    // whole second (an evaluation in flight could still add a firing).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut previous = None;
+    let (firings, keys) = loop {
+        let (firings,): (i64,) =
+            sqlx::query_as("SELECT coalesce(sum(trigger_count), 0)::bigint FROM incidents")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let n = support::notifications(&db.pool).await;
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT idempotency_key FROM notifications ORDER BY idempotency_key",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        let settled = !n.is_empty() && n.iter().all(|(status, _, _)| status == "delivered");
+        // Every group created before the load stopped has been looked at by an evaluation.
+        let (unseen,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM error_groups g
+             WHERE g.first_seen > (SELECT coalesce(min(last_evaluated_at), '-infinity')
+                                   FROM alert_rules)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        let state = (firings, keys.clone());
+        if settled && unseen == 0 && previous.as_ref() == Some(&state) {
+            assert_eq!(
+                firings as usize,
+                n.len(),
+                "one notification per firing: {n:?}"
+            );
+            break state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "firings {firings}, unseen groups {unseen}, notifications {n:?}"
+        );
+        previous = Some(state);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(
+        firings >= 2,
+        "the rule fired {firings} times over {groups} new groups"
+    );
+
+    // Every notification reached the receiver, each under its own key, some perhaps twice.
+    let mut received: Vec<String> = receiver
+        .received()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key"))
+        .collect();
+    received.sort();
+    received.dedup();
+    assert_eq!(received, keys, "every notification delivered, none unknown");
+}
