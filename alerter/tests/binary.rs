@@ -102,30 +102,17 @@ async fn an_alerter_killed_mid_delivery_is_replaced_and_the_notification_still_a
     )
     .await;
 
-    let start = |port: u16| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_alerter"))
-            .env("DATABASE_URL", &db.url)
-            .env("ALERTER_PORT", port.to_string())
-            .env("ALERTER_SCHEDULE", "* * * * * *")
-            .env("ALERTER_ALLOW_PRIVATE_TARGETS", "true")
-            .env("DELIVERY_TIMEOUT_SECS", "5")
-            .env("DELIVERY_LEASE_SECS", "15")
-            .env("DELIVERY_INTERVAL_MS", "200")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("alerter starts")
+    let start = || {
+        spawn_alerter(
+            &db.url,
+            &[
+                ("DELIVERY_TIMEOUT_SECS", "5"),
+                ("DELIVERY_LEASE_SECS", "15"),
+                ("DELIVERY_INTERVAL_MS", "200"),
+            ],
+        )
     };
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let mut first = start(free_port());
+    let mut first = start();
     receiver.wait_for(1, 30).await;
     let pid = first.id().expect("running").to_string();
     assert!(
@@ -137,7 +124,7 @@ async fn an_alerter_killed_mid_delivery_is_replaced_and_the_notification_still_a
     );
     let _ = first.wait().await;
 
-    let _second = start(free_port());
+    let _second = start();
     // Once the dead alerter's lease (15 s) has run out, the new one sends the notification again.
     let got = receiver.wait_for(2, 45).await;
     assert_eq!(
@@ -208,25 +195,14 @@ async fn alerters_killed_at_random_moments_over_many_rounds_lose_no_notification
     });
 
     let start = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_alerter"))
-            .env("DATABASE_URL", &db.url)
-            .env("ALERTER_PORT", port.to_string())
-            .env("ALERTER_SCHEDULE", "* * * * * *")
-            .env("ALERTER_ALLOW_PRIVATE_TARGETS", "true")
-            .env("DELIVERY_TIMEOUT_SECS", "2")
-            .env("DELIVERY_LEASE_SECS", "3")
-            .env("DELIVERY_INTERVAL_MS", "100")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("alerter starts")
+        spawn_alerter(
+            &db.url,
+            &[
+                ("DELIVERY_TIMEOUT_SECS", "2"),
+                ("DELIVERY_LEASE_SECS", "3"),
+                ("DELIVERY_INTERVAL_MS", "100"),
+            ],
+        )
     };
     let rounds = 8;
     for _ in 0..rounds {
@@ -305,4 +281,26 @@ async fn alerters_killed_at_random_moments_over_many_rounds_lose_no_notification
     received.sort();
     received.dedup();
     assert_eq!(received, keys, "every notification delivered, none unknown");
+}
+
+/// The alerter binary on a free port, evaluating every second, allowed to post to the local
+/// receiver, with the delivery settings a test needs.
+fn spawn_alerter(database_url: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_alerter"))
+        .env("DATABASE_URL", database_url)
+        .env("ALERTER_PORT", port.to_string())
+        .env("ALERTER_SCHEDULE", "* * * * * *")
+        .env("ALERTER_ALLOW_PRIVATE_TARGETS", "true")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("alerter starts")
 }

@@ -100,13 +100,7 @@ async fn with_its_postgres_stopped_the_worker_holds_its_batches_says_so_and_resu
     wait_counted(&pool, 2000, "every event counted after Postgres returned").await;
     assert_eq!(wait_health(&worker, "healthy").await, 200);
     worker.stop().await;
-    assert_eq!(counted(&pool).await, 2000, "nothing counted twice");
-    assert_eq!(stored_events(&pool).await, 2000, "nothing stored twice");
-    assert_eq!(rollup_total(&pool).await, 2000);
-    assert_eq!(depth(&prefix, false).await, 0, "the queue drained");
-    assert_eq!(depth(&prefix, true).await, 0, "nothing dead-lettered");
-    pool.close().await;
-    testkit::delete_topology(&prefix).await;
+    assert_stored_once_and_drained(pool, &prefix, 2000).await;
 }
 
 /// Turns the whole server read-only (or back) as an operator would, with `ALTER SYSTEM` and a
@@ -170,12 +164,7 @@ async fn with_its_postgres_read_only_the_worker_reports_it_acks_nothing_and_resu
     assert_eq!(wait_health(&worker, "healthy").await, 200);
     assert_eq!(worker.metric("worker_postgres_read_only").await, Some(0.0));
     worker.stop().await;
-    assert_eq!(counted(&pool).await, 1500, "nothing counted twice");
-    assert_eq!(stored_events(&pool).await, 1500, "nothing stored twice");
-    assert_eq!(depth(&prefix, false).await, 0, "the queue drained");
-    assert_eq!(depth(&prefix, true).await, 0, "nothing dead-lettered");
-    pool.close().await;
-    testkit::delete_topology(&prefix).await;
+    assert_stored_once_and_drained(pool, &prefix, 1500).await;
 }
 
 /// Messages of 50 events carrying 1.5 KB of text each: under the TOAST threshold, so they land
@@ -235,10 +224,18 @@ async fn with_its_postgres_out_of_disk_the_worker_reports_it_acks_nothing_and_re
     assert_eq!(wait_health(&worker, "healthy").await, 200);
     assert_eq!(worker.metric("worker_postgres_disk_full").await, Some(0.0));
     worker.stop().await;
-    assert_eq!(counted(&pool).await, 1500, "nothing counted twice");
-    assert_eq!(stored_events(&pool).await, 1500, "nothing stored twice");
-    assert_eq!(depth(&prefix, false).await, 0, "the queue drained");
-    assert_eq!(depth(&prefix, true).await, 0, "nothing dead-lettered");
+    assert_stored_once_and_drained(pool, &prefix, 1500).await;
+}
+
+/// The end state every outage must reach once the worker stopped: each of the `n` published
+/// events counted, stored and rolled up exactly once, the queue empty and nothing dead-lettered.
+/// Closes the pool and deletes the test's queues.
+async fn assert_stored_once_and_drained(pool: PgPool, prefix: &str, n: i64) {
+    assert_eq!(counted(&pool).await, n, "nothing counted twice");
+    assert_eq!(stored_events(&pool).await, n, "nothing stored twice");
+    assert_eq!(rollup_total(&pool).await, n, "every event rolled up once");
+    assert_eq!(depth(prefix, false).await, 0, "the queue drained");
+    assert_eq!(depth(prefix, true).await, 0, "nothing dead-lettered");
     pool.close().await;
-    testkit::delete_topology(&prefix).await;
+    testkit::delete_topology(prefix).await;
 }
