@@ -68,7 +68,7 @@ fn minute_of(t: DateTime<Utc>) -> DateTime<Utc> {
 pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outcome, sqlx::Error> {
     let started = Instant::now();
     let mut seen = HashSet::with_capacity(events.len());
-    let prepared: Vec<Prepared> = events
+    let mut prepared: Vec<Prepared> = events
         .iter()
         // The same id twice inside one batch: keep the first.
         .filter(|e| seen.insert(e.event_id))
@@ -89,7 +89,6 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
         .collect();
     // Rows go in id order, like every other statement here, so concurrent batches that share
     // events (a redelivery racing its original) wait on each other instead of deadlocking.
-    let mut prepared = prepared;
     prepared.sort_unstable_by_key(|p| p.event.event_id);
     let mut outcome = Outcome {
         received: events.len(),
@@ -106,16 +105,7 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
         rows.project_id.push(e.project_id);
         rows.group_id.push(p.group_id);
         rows.received_at.push(e.received_at);
-        rows.level.push(e.level.as_str());
-        rows.message.push(&e.message);
-        rows.stack_trace.push(e.stack_trace.as_deref());
-        rows.context.push(e.context.as_ref());
-        rows.source.push(&e.source);
-        rows.environment.push(&e.environment);
-        rows.url.push(e.url.as_deref());
-        rows.user_agent.push(e.user_agent.as_deref());
-        rows.ip_address.push(e.ip_address.as_deref());
-        rows.release.push(e.release.as_deref());
+        rows.sample.push(e);
         rows.extra.push(e.extra.as_ref());
     }
 
@@ -176,16 +166,7 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             g.normalized_message.push(&p.grouping.normalized_message);
             g.frames.push(serde_json::json!(p.grouping.frames));
             g.custom.push(p.grouping.custom);
-            g.level.push(e.level.as_str());
-            g.message.push(&e.message);
-            g.stack_trace.push(e.stack_trace.as_deref());
-            g.context.push(e.context.as_ref());
-            g.source.push(&e.source);
-            g.environment.push(&e.environment);
-            g.url.push(e.url.as_deref());
-            g.user_agent.push(e.user_agent.as_deref());
-            g.ip_address.push(e.ip_address.as_deref());
-            g.release.push(e.release.as_deref());
+            g.sample.push(e);
             g.latest_event_id.push(e.event_id);
             g.count.push(agg.count);
             g.first_seen.push(agg.first_seen);
@@ -199,7 +180,7 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             r.minute.push(*minute);
             r.group_id.push(*group_id);
             r.level.push(level);
-            r.environment.push(environment.to_string());
+            r.environment.push(environment);
             r.count.push(*count);
         }
         timed("upsert_rollups", store::upsert_rollups(&mut tx, &r)).await?;

@@ -3,18 +3,15 @@
 //! workers never deadlock on each other's rows.
 
 use chrono::{DateTime, Utc};
+use faultline_shared::domain::ErrorEvent;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Column arrays of the events to insert (one element per event). Text and JSON columns borrow
+/// The columns an event and a group's latest sample share, one element per row. They borrow
 /// from the decoded events: a batch is not copied a second time to be written.
 #[derive(Default)]
-pub struct EventRows<'a> {
-    pub id: Vec<Uuid>,
-    pub project_id: Vec<Uuid>,
-    pub group_id: Vec<Uuid>,
-    pub received_at: Vec<DateTime<Utc>>,
+pub struct SampleColumns<'a> {
     pub level: Vec<&'static str>,
     pub message: Vec<&'a str>,
     pub stack_trace: Vec<Option<&'a str>>,
@@ -25,6 +22,31 @@ pub struct EventRows<'a> {
     pub user_agent: Vec<Option<&'a str>>,
     pub ip_address: Vec<Option<&'a str>>,
     pub release: Vec<Option<&'a str>>,
+}
+
+impl<'a> SampleColumns<'a> {
+    pub fn push(&mut self, e: &'a ErrorEvent) {
+        self.level.push(e.level.as_str());
+        self.message.push(&e.message);
+        self.stack_trace.push(e.stack_trace.as_deref());
+        self.context.push(e.context.as_ref());
+        self.source.push(&e.source);
+        self.environment.push(&e.environment);
+        self.url.push(e.url.as_deref());
+        self.user_agent.push(e.user_agent.as_deref());
+        self.ip_address.push(e.ip_address.as_deref());
+        self.release.push(e.release.as_deref());
+    }
+}
+
+/// Column arrays of the events to insert (one element per event).
+#[derive(Default)]
+pub struct EventRows<'a> {
+    pub id: Vec<Uuid>,
+    pub project_id: Vec<Uuid>,
+    pub group_id: Vec<Uuid>,
+    pub received_at: Vec<DateTime<Utc>>,
+    pub sample: SampleColumns<'a>,
     pub extra: Vec<Option<&'a Value>>,
 }
 
@@ -48,16 +70,16 @@ pub async fn insert_events(
     .bind(&rows.project_id)
     .bind(&rows.group_id)
     .bind(&rows.received_at)
-    .bind(&rows.level)
-    .bind(&rows.message)
-    .bind(&rows.stack_trace)
-    .bind(&rows.context)
-    .bind(&rows.source)
-    .bind(&rows.environment)
-    .bind(&rows.url)
-    .bind(&rows.user_agent)
-    .bind(&rows.ip_address)
-    .bind(&rows.release)
+    .bind(&rows.sample.level)
+    .bind(&rows.sample.message)
+    .bind(&rows.sample.stack_trace)
+    .bind(&rows.sample.context)
+    .bind(&rows.sample.source)
+    .bind(&rows.sample.environment)
+    .bind(&rows.sample.url)
+    .bind(&rows.sample.user_agent)
+    .bind(&rows.sample.ip_address)
+    .bind(&rows.sample.release)
     .bind(&rows.extra)
     .fetch_all(&mut *conn)
     .await?;
@@ -65,7 +87,6 @@ pub async fn insert_events(
 }
 
 /// Column arrays of the group upserts, one element per (project, fingerprint), sorted by id.
-/// Like [`EventRows`], they borrow from the batch.
 #[derive(Default)]
 pub struct GroupRows<'a> {
     pub id: Vec<Uuid>,
@@ -75,16 +96,7 @@ pub struct GroupRows<'a> {
     pub normalized_message: Vec<&'a str>,
     pub frames: Vec<Value>,
     pub custom: Vec<bool>,
-    pub level: Vec<&'static str>,
-    pub message: Vec<&'a str>,
-    pub stack_trace: Vec<Option<&'a str>>,
-    pub context: Vec<Option<&'a Value>>,
-    pub source: Vec<&'a str>,
-    pub environment: Vec<&'a str>,
-    pub url: Vec<Option<&'a str>>,
-    pub user_agent: Vec<Option<&'a str>>,
-    pub ip_address: Vec<Option<&'a str>>,
-    pub release: Vec<Option<&'a str>>,
+    pub sample: SampleColumns<'a>,
     pub latest_event_id: Vec<Uuid>,
     pub count: Vec<i64>,
     pub first_seen: Vec<DateTime<Utc>>,
@@ -143,16 +155,16 @@ pub async fn upsert_groups(
     .bind(&rows.normalized_message)
     .bind(&rows.frames)
     .bind(&rows.custom)
-    .bind(&rows.level)
-    .bind(&rows.message)
-    .bind(&rows.stack_trace)
-    .bind(&rows.context)
-    .bind(&rows.source)
-    .bind(&rows.environment)
-    .bind(&rows.url)
-    .bind(&rows.user_agent)
-    .bind(&rows.ip_address)
-    .bind(&rows.release)
+    .bind(&rows.sample.level)
+    .bind(&rows.sample.message)
+    .bind(&rows.sample.stack_trace)
+    .bind(&rows.sample.context)
+    .bind(&rows.sample.source)
+    .bind(&rows.sample.environment)
+    .bind(&rows.sample.url)
+    .bind(&rows.sample.user_agent)
+    .bind(&rows.sample.ip_address)
+    .bind(&rows.sample.release)
     .bind(&rows.latest_event_id)
     .bind(&rows.count)
     .bind(&rows.first_seen)
@@ -164,17 +176,20 @@ pub async fn upsert_groups(
 
 /// Per-minute counts, sorted by primary key.
 #[derive(Default)]
-pub struct RollupRows {
+pub struct RollupRows<'a> {
     pub project_id: Vec<Uuid>,
     pub minute: Vec<DateTime<Utc>>,
     pub group_id: Vec<Uuid>,
     pub level: Vec<&'static str>,
-    pub environment: Vec<String>,
+    pub environment: Vec<&'a str>,
     pub count: Vec<i64>,
 }
 
 #[tracing::instrument(skip_all, fields(rows = rows.count.len()))]
-pub async fn upsert_rollups(conn: &mut PgConnection, rows: &RollupRows) -> Result<(), sqlx::Error> {
+pub async fn upsert_rollups(
+    conn: &mut PgConnection,
+    rows: &RollupRows<'_>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO error_counts_minute AS c (project_id, minute, group_id, level, environment, count)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::bigint[])
