@@ -92,34 +92,20 @@ fn set_condition(flag: &AtomicBool, gauge: &'static str, what: &str, on: bool) {
     }
 }
 
-enum Decode {
-    Ok(DecodedMessage),
-    /// The message itself is not a JSON array: dead-letter the whole message.
-    Unreadable(u64),
-}
-
-/// Adds a delivery to the batch; returns its tag when the whole message is unreadable.
+/// Adds a delivery to the batch; returns its tag when the message is not a JSON array at all
+/// (the whole message goes to the dead-letter queue).
 fn handle(
     tag: u64,
     data: &[u8],
     batch: &mut Vec<DecodedMessage>,
     events: &mut usize,
 ) -> Option<u64> {
-    match decode(tag, data) {
-        Decode::Ok(d) => {
-            *events += d.events.len();
-            batch.push(d);
-            None
-        }
-        Decode::Unreadable(tag) => Some(tag),
-    }
-}
-
-fn decode(tag: u64, data: &[u8]) -> Decode {
-    match decode_message(data) {
-        Some(decoded) => Decode::Ok(decoded),
-        None => Decode::Unreadable(tag),
-    }
+    let Some(decoded) = decode_message(data) else {
+        return Some(tag);
+    };
+    *events += decoded.events.len();
+    batch.push(decoded);
+    None
 }
 
 async fn open(
@@ -250,13 +236,10 @@ async fn gather_batches(
     let in_hand = usize::from(settings.commit_concurrency.max(1)) + 1;
     let max_deliveries = (usize::from(settings.prefetch) / in_hand).max(1);
     loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        // Wait for the first delivery (or shutdown).
+        // Wait for the first delivery (or shutdown, also when it came while a batch was sent).
         let first = tokio::select! {
             d = consumer.next() => d,
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
         let Some(first) = first else {
             anyhow::bail!("the broker ended the consumer");
@@ -396,15 +379,10 @@ async fn commit_one(
                     _ => {}
                 }
                 tracing::warn!(error = %e, reason, ?backoff, events = events.len(), "Batch not committed; will retry.");
-                if *shutdown.borrow() {
-                    tracing::info!(
-                        "Shutting down with an uncommitted batch; the broker will redeliver it."
-                    );
-                    return None;
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {
+                    // Resolves at once when shutdown came earlier (or its sender is gone).
+                    _ = shutdown.wait_for(|stop| *stop) => {
                         tracing::info!("Shutting down with an uncommitted batch; the broker will redeliver it.");
                         return None;
                     }
