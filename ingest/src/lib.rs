@@ -28,6 +28,8 @@ pub mod cli;
 pub mod cors;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod json_strategy;
 pub mod key_usage;
 pub mod publisher;
 pub mod queries;

@@ -394,38 +394,21 @@ mod fuzz {
     /// JSON values a few levels deep whose keys are mostly the event's own fields, so validation
     /// gets past "not an object" and into the per-field checks.
     fn json_value() -> impl Strategy<Value = Value> {
-        let key = prop_oneof![
-            Just("message".to_string()),
-            Just("source".to_string()),
-            Just("level".to_string()),
-            Just("environment".to_string()),
-            Just("stack_trace".to_string()),
-            Just("context".to_string()),
-            Just("url".to_string()),
-            Just("release".to_string()),
-            Just("event_id".to_string()),
-            Just("fingerprint".to_string()),
-            "\\PC{0,12}",
-        ];
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| json!(n)),
-            any::<f64>().prop_map(|f| json!(f)),
-            prop_oneof![
-                Just("error".to_string()),
-                Just("warning".to_string()),
-                "\\PC{0,40}"
-            ]
-            .prop_map(Value::String),
-        ];
-        leaf.prop_recursive(6, 64, 8, move |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(key.clone(), inner, 0..8)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        crate::json_strategy::json_with_keys(
+            &[
+                "message",
+                "source",
+                "level",
+                "environment",
+                "stack_trace",
+                "context",
+                "url",
+                "release",
+                "event_id",
+                "fingerprint",
+            ],
+            &["error", "warning"],
+        )
     }
 
     fn check_accepted(e: &NewEvent) {

@@ -704,44 +704,32 @@ mod tests {
         /// Arbitrary JSON values, a few levels deep, with the keys Sentry payloads use so the mapping's
         /// branches are reached rather than only its "not an object" exit.
         fn json_value() -> impl Strategy<Value = Value> {
-            let key = prop_oneof![
-                Just("exception".to_string()),
-                Just("values".to_string()),
-                Just("stacktrace".to_string()),
-                Just("frames".to_string()),
-                Just("threads".to_string()),
-                Just("message".to_string()),
-                Just("logentry".to_string()),
-                Just("level".to_string()),
-                Just("tags".to_string()),
-                Just("request".to_string()),
-                Just("headers".to_string()),
-                Just("user".to_string()),
-                Just("extra".to_string()),
-                Just("contexts".to_string()),
-                Just("fingerprint".to_string()),
-                Just("event_id".to_string()),
-                Just("platform".to_string()),
-                Just("type".to_string()),
-                Just("value".to_string()),
-                Just("function".to_string()),
-                Just("in_app".to_string()),
-                "\\PC{0,12}",
-            ];
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::Bool),
-                any::<i64>().prop_map(|n| json!(n)),
-                any::<f64>().prop_map(|f| json!(f)),
-                "\\PC{0,40}".prop_map(Value::String),
-            ];
-            leaf.prop_recursive(6, 64, 8, move |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::btree_map(key.clone(), inner, 0..8)
-                        .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
+            crate::json_strategy::json_with_keys(
+                &[
+                    "exception",
+                    "values",
+                    "stacktrace",
+                    "frames",
+                    "threads",
+                    "message",
+                    "logentry",
+                    "level",
+                    "tags",
+                    "request",
+                    "headers",
+                    "user",
+                    "extra",
+                    "contexts",
+                    "fingerprint",
+                    "event_id",
+                    "platform",
+                    "type",
+                    "value",
+                    "function",
+                    "in_app",
+                ],
+                &[],
+            )
         }
 
         proptest! {
