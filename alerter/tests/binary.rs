@@ -114,15 +114,8 @@ async fn an_alerter_killed_mid_delivery_is_replaced_and_the_notification_still_a
     };
     let mut first = start();
     receiver.wait_for(1, 30).await;
-    let pid = first.id().expect("running").to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = first.wait().await;
+    // SIGKILL, and wait for it to be gone.
+    first.kill().await.expect("alerter killed");
 
     let _second = start();
     // Once the dead alerter's lease (15 s) has run out, the new one sends the notification again.
@@ -209,15 +202,8 @@ async fn alerters_killed_at_random_moments_over_many_rounds_lose_no_notification
         let mut alerter = start();
         let alive = rand::rng().random_range(300..2500);
         tokio::time::sleep(Duration::from_millis(alive)).await;
-        let pid = alerter.id().expect("running").to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-KILL", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let _ = alerter.wait().await;
+        // SIGKILL, and wait for it to be gone.
+        alerter.kill().await.expect("alerter killed");
     }
     let _ = stop.send(true);
     let groups = load.await.unwrap();
