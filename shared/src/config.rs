@@ -251,9 +251,13 @@ pub struct WorkerSettings {
     /// in hand share it (those committing and the one being gathered), each taking an equal part. It
     /// must be large enough for each part to fill `WORKER_BATCH_SIZE` at ingest's typical packing
     /// (a few events per message under load), or batches stall on the window (benches/RESULTS.md,
-    /// "prefetch stall"). Memory stays bounded by `prefetch` messages of at most
-    /// `PUBLISH_MAX_EVENTS` events.
+    /// "prefetch stall").
     pub prefetch: u16,
+    /// Bytes of unacknowledged deliveries the worker lets the broker hand it, as a per-channel
+    /// window in messages set from the sizes seen (`worker::window`): with batch traffic a
+    /// message holds tens of events, and `prefetch` of them would be tens of MB. While messages
+    /// are small (single events) the byte window is larger than `prefetch` and lifted.
+    pub prefetch_bytes: usize,
     /// Batches written at once, each in its own transaction (acks stay in delivery order). One
     /// transaction uses at most one Postgres core; 2 suits a 2-core host.
     pub commit_concurrency: u16,
@@ -273,6 +277,7 @@ impl WorkerSettings {
             batch_size: parse_or("WORKER_BATCH_SIZE", 2000)?,
             batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 50)?),
             prefetch: parse_or("WORKER_PREFETCH", 1024)?,
+            prefetch_bytes: parse_or("WORKER_PREFETCH_BYTES", 24 * 1024 * 1024)?,
             commit_concurrency: parse_or("WORKER_COMMIT_CONCURRENCY", 2)?,
             retention_days: parse_or("EVENT_RETENTION_DAYS", 30)?,
             retention_interval: Duration::from_secs(parse_or("RETENTION_INTERVAL_SECS", 300)?),

@@ -3,7 +3,7 @@
 //! [`process_batch`](crate::process::process_batch), and acks only after the commit. A database
 //! failure is retried with backoff while the deliveries stay unacked, so nothing is lost.
 
-use crate::process::process_batch;
+use crate::{process::process_batch, window::Window};
 use faultline_shared::{
     config::WorkerSettings,
     domain::{DecodedMessage, ErrorEvent, decode_message},
@@ -234,8 +234,11 @@ async fn gather_batches(
     // share of the prefetch window; with the whole window in hand nothing more can arrive before
     // an ack, and waiting out `batch_wait` would only idle.
     let in_hand = usize::from(settings.commit_concurrency.max(1)) + 1;
-    let max_deliveries = (usize::from(settings.prefetch) / in_hand).max(1);
+    // The window in bytes: RabbitMQ's per-channel limit, set from the message sizes seen.
+    let mut window = Window::new(settings.prefetch_bytes, settings.prefetch, in_hand);
+    set_channel_window(channel, window.initial()).await?;
     loop {
+        let max_deliveries = (usize::from(window.messages()) / in_hand).max(1);
         // Wait for the first delivery (or shutdown, also when it came while a batch was sent).
         let first = tokio::select! {
             d = consumer.next() => d,
@@ -245,6 +248,7 @@ async fn gather_batches(
             anyhow::bail!("the broker ended the consumer");
         };
         let first = first?;
+        let mut bytes = first.data.len();
         let mut batch: Vec<DecodedMessage> = Vec::new();
         let mut events = 0usize;
         let mut last_tag = first.delivery_tag;
@@ -261,6 +265,7 @@ async fn gather_batches(
             match tokio::time::timeout_at(deadline, consumer.next()).await {
                 Ok(Some(Ok(d))) => {
                     deliveries += 1;
+                    bytes += d.data.len();
                     last_tag = d.delivery_tag;
                     unreadable.extend(handle(d.delivery_tag, &d.data, &mut batch, &mut events));
                 }
@@ -291,6 +296,10 @@ async fn gather_batches(
             metrics::counter!("worker_dead_lettered_total", "kind" => "event")
                 .increment(poison.len() as u64);
         }
+        window.observe(deliveries, bytes);
+        if let Some(limit) = window.update() {
+            set_channel_window(channel, limit).await?;
+        }
         let events: Vec<ErrorEvent> = batch.into_iter().flat_map(|d| d.events).collect();
         metrics::histogram!("worker_batch_events").record(events.len() as f64);
         metrics::counter!("worker_batches_total").increment(1);
@@ -300,6 +309,20 @@ async fn gather_batches(
             return Ok(());
         }
     }
+}
+
+/// Sets RabbitMQ's per-channel limit (`global` in its reading of `basic.qos`; 0 lifts it). The
+/// per-consumer `WORKER_PREFETCH` set before consuming still applies beside it.
+async fn set_channel_window(channel: &Channel, messages: u16) -> lapin::Result<()> {
+    // 0: no per-channel limit (the per-consumer prefetch alone applies).
+    metrics::gauge!("worker_prefetch_window_messages").set(f64::from(messages));
+    tracing::debug!(
+        messages,
+        "Channel prefetch window set (0 = per-consumer prefetch only)."
+    );
+    channel
+        .basic_qos(messages, BasicQosOptions { global: true })
+        .await
 }
 
 /// Commits up to `concurrency` batches at once and acks them in the order they were gathered,

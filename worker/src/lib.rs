@@ -15,6 +15,7 @@ pub mod invalidate;
 pub mod process;
 pub mod retention;
 pub mod store;
+pub mod window;
 
 use anyhow::Context;
 use faultline_shared::{config::WorkerSettings, db, telemetry};

@@ -204,3 +204,73 @@ async fn a_batch_closes_when_the_prefetch_is_in_hand_instead_of_waiting_for_more
     worker.await.unwrap().unwrap();
     testkit::delete_topology(&prefix).await;
 }
+
+/// Large messages (batch requests make messages of ~100 events) are held to the byte window, not
+/// to `WORKER_PREFETCH` messages: with commits blocked, the broker hands the worker about
+/// `WORKER_PREFETCH_BYTES` of them and keeps the rest; once commits go through, every event is
+/// counted once.
+#[tokio::test]
+async fn large_messages_are_held_to_the_byte_window_while_commits_wait() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let big = |m: usize| -> Vec<_> {
+        (0..100)
+            .map(|i| event(&format!("large message {m}/{i} {}", "x".repeat(1000))))
+            .collect()
+    };
+    let mut s = settings(&db.url, &prefix);
+    s.prefetch = 1024;
+    s.prefetch_bytes = 1024 * 1024;
+    s.batch_size = 200;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(worker::run(s, async move {
+        let _ = stopped.await;
+    }));
+
+    // First a few, processed: the worker learns what its messages weigh (~110 KB each).
+    let first: Vec<Vec<_>> = (0..10).map(big).collect();
+    publish_events(&prefix, &first).await;
+    let pool = db.pool.clone();
+    eventually(60, "the first messages committed", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await == 1000 }
+    })
+    .await;
+
+    // Now commits wait on a lock while 60 more arrive.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let rest: Vec<Vec<_>> = (10..70).map(big).collect();
+    publish_events(&prefix, &rest).await;
+    eventually(30, "the worker took its window", || {
+        let prefix = prefix.clone();
+        async move { depth(&prefix, false).await <= 54 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let unacked = 60 - depth(&prefix, false).await;
+    // 1 MiB / ~110 KB: 9 messages, within the window's 25 % slack; a count of 1024 would be all 60.
+    assert!(
+        (6..=12).contains(&unacked),
+        "{unacked} messages out to the worker"
+    );
+    assert_eq!(
+        counted(&db.pool).await,
+        1000,
+        "nothing committed past the lock"
+    );
+
+    blocker.rollback().await.unwrap();
+    eventually(120, "every event counted once", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await == 7000 && stored_events(&pool).await == 7000 }
+    })
+    .await;
+    assert_eq!(depth(&prefix, false).await, 0);
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    testkit::delete_topology(&prefix).await;
+}

@@ -48,6 +48,7 @@ pub fn worker_settings(db_url: &str, prefix: &str) -> WorkerSettings {
         batch_size: 500,
         batch_wait: Duration::from_millis(20),
         prefetch: 32,
+        prefetch_bytes: 24 * 1024 * 1024,
         commit_concurrency: 2,
         retention_days: 30,
         retention_interval: Duration::from_secs(3600),
