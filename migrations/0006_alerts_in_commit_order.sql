@@ -25,7 +25,9 @@ CREATE INDEX error_group_search_project_created_xid_idx ON error_group_search (p
 
 -- The id of the transaction that last marked the group regressed; set by the worker's upsert in the
 -- same assignment as regressed_at. NULL for groups that never regressed (and for regressions from
--- before this migration, which the rules' first evaluation handles by time). Partial, so only
+-- before this migration, which the rules' first evaluation handles by time). A worker from before
+-- this migration does not set it, and a regression rule misses what such a worker reopens: roll
+-- the workers out before (or with) the alerter. Partial, so only
 -- groups that have regressed at some time are in the index: the batches' updates of every other
 -- group add nothing to it (an update of a group in it still adds an entry, as for any index here).
 ALTER TABLE error_groups ADD COLUMN regressed_xid xid8;

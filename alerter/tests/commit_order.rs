@@ -152,7 +152,7 @@ async fn evaluations_racing_slow_worker_transactions_count_every_new_group_exact
     assert!(evaluate_settled(pool).await.is_empty());
 
     // Four workers, each creating groups one at a time in transactions held open 0-150 ms (a
-    // loaded worker's take ~300 ms), while the rule is evaluated every 10 ms.
+    // loaded worker's take ~300 ms), while two alerter replicas evaluate the rule every 10 ms.
     let (writers, per_writer) = (4, 12);
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -167,17 +167,36 @@ async fn evaluations_racing_slow_worker_transactions_count_every_new_group_exact
             }
         }));
     }
-    let mut counted = 0;
-    let mut firings = 0;
-    while !tasks.iter().all(|t| t.is_finished()) {
-        for f in evaluate(pool, Utc::now()).await.unwrap() {
-            counted += f.count;
-            firings += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (done, _) = tokio::sync::watch::channel(false);
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            let mut done = done.subscribe();
+            tokio::spawn(async move {
+                let (mut counted, mut firings) = (0, 0);
+                while !*done.borrow() {
+                    for f in evaluate(&pool, Utc::now()).await.unwrap() {
+                        counted += f.count;
+                        firings += 1;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                        _ = done.changed() => {}
+                    }
+                }
+                (counted, firings)
+            })
+        })
+        .collect();
     for t in tasks {
         t.await.unwrap();
+    }
+    done.send(true).unwrap();
+    let (mut counted, mut firings) = (0, 0);
+    for r in replicas {
+        let (c, f) = r.await.unwrap();
+        counted += c;
+        firings += f;
     }
     for f in evaluate_settled(pool).await {
         counted += f.count;
