@@ -5,7 +5,7 @@
 
 use crate::{
     rule::{self, Filters, RuleKind},
-    store::{self, RuleRow, TopError},
+    store::{self, RuleRow, TopError, Xid8},
 };
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -86,8 +86,14 @@ async fn evaluate_rule(
         .parse()
         .map_err(|_| anyhow::anyhow!("unknown rule kind {:?}", rule.kind))?;
     let window_secs = rule.time_window_secs.max(1) as i64;
-    // new_error/regression look at what happened since the last evaluation (or since the rule
-    // was created); threshold looks at the window, rounded out to whole rollup minutes.
+    // How far this evaluation sees in commit order (taken after the rule row was locked, so the
+    // previous bound read with it is the latest one). Never behind the previous bound: it cannot
+    // be (an xmin only grows), and going back would count rows twice.
+    let upto = store::snapshot_xmin(tx)
+        .await?
+        .max(rule.last_xmin.unwrap_or(Xid8(0)));
+    // For display: new_error/regression report what happened since the last evaluation (or since
+    // the rule was created); threshold looks at the window, rounded out to whole rollup minutes.
     let since = rule.last_evaluated_at.unwrap_or(rule.created_at);
     let (window_start, count, top) = match kind {
         RuleKind::Threshold => {
@@ -98,8 +104,16 @@ async fn evaluate_rule(
             (from, count, top)
         }
         RuleKind::NewError | RuleKind::Regression => {
+            // Groups stamped by transactions from the previous bound up to this one: a group
+            // whose transaction was still open at the previous evaluation is counted now, and
+            // one still open now is counted by the next evaluation after it commits. A rule's
+            // first evaluation starts by time, from its creation (or its last evaluation by time).
+            let from = match rule.last_xmin {
+                Some(xid) => store::Since::Xid(xid),
+                None => store::Since::Time(since),
+            };
             let (count, top) =
-                store::changed_groups(tx, rule, kind == RuleKind::Regression, since, now).await?;
+                store::changed_groups(tx, rule, kind == RuleKind::Regression, from, upto).await?;
             (since, count, top)
         }
     };
@@ -107,7 +121,7 @@ async fn evaluate_rule(
         RuleKind::Threshold => count > rule.threshold,
         _ => count > 0,
     };
-    store::mark_evaluated(tx, rule.id, now).await?;
+    store::mark_evaluated(tx, rule.id, now, upto).await?;
     if !fires {
         return Ok(None);
     }

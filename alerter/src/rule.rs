@@ -9,9 +9,10 @@ use std::{fmt, str::FromStr, time::Duration};
 pub enum RuleKind {
     /// More than `threshold` matching events within the window.
     Threshold,
-    /// A group first seen since the rule's last evaluation.
+    /// A group first seen since the rule's last evaluation (in commit order: a group whose
+    /// transaction was still open then is seen by the next evaluation after it commits).
     NewError,
-    /// A resolved group that saw a new event since the rule's last evaluation.
+    /// A resolved group that saw a new event since the rule's last evaluation (in commit order).
     Regression,
 }
 

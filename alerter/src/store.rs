@@ -4,8 +4,41 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{
+    PgConnection, PgPool, Postgres,
+    encode::IsNull,
+    error::BoxDynError,
+    postgres::{PgArgumentBuffer, PgTypeInfo, PgValueFormat, PgValueRef},
+};
 use uuid::Uuid;
+
+/// A Postgres `xid8`: a transaction id, unique and never reused, assigned in the order transactions
+/// first write (not the order they commit). What new_error and regression rules follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Xid8(pub u64);
+
+impl sqlx::Type<Postgres> for Xid8 {
+    fn type_info() -> PgTypeInfo {
+        // xid8's oid is fixed in Postgres' catalog (pg_type.dat); no look-up by name needed.
+        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(5069))
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for Xid8 {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.extend(&self.0.to_be_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl sqlx::Decode<'_, Postgres> for Xid8 {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        Ok(Xid8(match value.format() {
+            PgValueFormat::Binary => u64::from_be_bytes(value.as_bytes()?.try_into()?),
+            PgValueFormat::Text => value.as_str()?.parse()?,
+        }))
+    }
+}
 
 /// A rule as the evaluator reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -23,6 +56,8 @@ pub struct RuleRow {
     pub severity: String,
     pub notifications: Vec<String>,
     pub last_evaluated_at: Option<DateTime<Utc>>,
+    /// The bound of the last evaluation (see [`snapshot_xmin`]); `None` before the first one.
+    pub last_xmin: Option<Xid8>,
     pub last_triggered: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -41,7 +76,7 @@ pub async fn claim_due_rule(
     sqlx::query_as(
         "SELECT id, project_id, name, kind, threshold, time_window_secs, filter_level,
                 filter_source, filter_environment, cooldown_secs, severity, notifications,
-                last_evaluated_at, last_triggered, created_at
+                last_evaluated_at, last_xmin, last_triggered, created_at
          FROM alert_rules
          WHERE enabled AND (last_evaluated_at IS NULL OR last_evaluated_at < $1)
            AND id <> ALL($2)
@@ -55,17 +90,30 @@ pub async fn claim_due_rule(
     .await
 }
 
+/// Records the evaluation for the tick `now`, up to the transaction bound `upto`.
 pub async fn mark_evaluated(
     conn: &mut PgConnection,
     rule_id: Uuid,
     now: DateTime<Utc>,
+    upto: Xid8,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE alert_rules SET last_evaluated_at = $2 WHERE id = $1")
+    sqlx::query("UPDATE alert_rules SET last_evaluated_at = $2, last_xmin = $3 WHERE id = $1")
         .bind(rule_id)
         .bind(now)
+        .bind(upto)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The xmin of a snapshot taken now: every transaction with a smaller id has ended (committed or
+/// aborted), so no row stamped with such an id can still appear, and every committed one is
+/// visible to the statements that follow (read committed: each takes a newer snapshot). Rows
+/// stamped with a larger id may still be in flight; they belong to a later evaluation.
+pub async fn snapshot_xmin(conn: &mut PgConnection) -> Result<Xid8, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())")
+        .fetch_one(conn)
+        .await
 }
 
 pub async fn mark_triggered(
@@ -138,37 +186,77 @@ pub async fn threshold_count(
     })
 }
 
-/// Groups that appeared (new_error) or came back after resolution (regression) in `(since, to]`,
-/// and how many there were; the most frequent one is returned as the top error.
+/// Where a new_error or regression evaluation starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Since {
+    /// Rows stamped by transactions with this id or a larger one: the bound of the previous
+    /// evaluation.
+    Xid(Xid8),
+    /// A rule's first evaluation: rows whose time (created_at, regressed_at) is after this one
+    /// (the rule's creation, or its last evaluation by time before migration 0006).
+    Time(DateTime<Utc>),
+}
+
+/// Groups that appeared (new_error) or came back after resolution (regression) since `since` and
+/// were stamped by a transaction below `upto`, and how many there were; the most frequent one is
+/// returned as the top error. Consecutive evaluations pass the previous `upto` as the next `since`,
+/// so each committed group is counted by exactly one of them.
 #[tracing::instrument(skip_all, fields(rule_id = %rule.id))]
 pub async fn changed_groups(
     conn: &mut PgConnection,
     rule: &RuleRow,
     regression: bool,
-    since: DateTime<Utc>,
-    to: DateTime<Utc>,
+    since: Since,
+    upto: Xid8,
 ) -> Result<(i64, Option<TopError>), sqlx::Error> {
-    let rows: Vec<(Uuid, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, message, level, source, count AS n, count(*) OVER () AS total
-         FROM error_groups
-         WHERE project_id = $1
-           AND CASE WHEN $7 THEN regressed AND regressed_at > $2 AND regressed_at <= $3
-                    ELSE created_at > $2 AND created_at <= $3 END
-           AND ($4::text IS NULL OR level = $4)
-           AND ($5::text IS NULL OR source = $5)
-           AND ($6::text IS NULL OR environment = $6)
-         ORDER BY n DESC, id
-         LIMIT 1",
-    )
-    .bind(rule.project_id)
-    .bind(since)
-    .bind(to)
-    .bind(&rule.filter_level)
-    .bind(&rule.filter_source)
-    .bind(&rule.filter_environment)
-    .bind(regression)
-    .fetch_all(&mut *conn)
-    .await?;
+    // New groups are found through their write-once companion row (its index costs the worker
+    // nothing per batch, see migration 0006); regressions on the group row itself. A regression
+    // from before migration 0006 has no id and is found by time only.
+    let (from, stamped, after) = match (regression, since) {
+        (false, Since::Xid(_)) => (
+            "error_group_search s JOIN error_groups g ON g.id = s.group_id
+             WHERE s.project_id = $1",
+            "s.created_xid < $3",
+            "s.created_xid >= $2",
+        ),
+        (false, Since::Time(_)) => (
+            "error_group_search s JOIN error_groups g ON g.id = s.group_id
+             WHERE s.project_id = $1",
+            "s.created_xid < $3",
+            "g.created_at > $2",
+        ),
+        (true, Since::Xid(_)) => (
+            "error_groups g WHERE g.project_id = $1",
+            "g.regressed_xid < $3",
+            "g.regressed_xid >= $2",
+        ),
+        (true, Since::Time(_)) => (
+            "error_groups g WHERE g.project_id = $1",
+            "(g.regressed_xid IS NULL OR g.regressed_xid < $3)",
+            "g.regressed AND g.regressed_at > $2",
+        ),
+    };
+    let sql = format!(
+        "SELECT g.id, g.message, g.level, g.source, g.count AS n, count(*) OVER () AS total
+         FROM {from} AND {stamped} AND {after}
+           AND ($4::text IS NULL OR g.level = $4)
+           AND ($5::text IS NULL OR g.source = $5)
+           AND ($6::text IS NULL OR g.environment = $6)
+         ORDER BY n DESC, g.id
+         LIMIT 1"
+    );
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(rule.project_id);
+    let query = match since {
+        Since::Xid(xid) => query.bind(xid),
+        Since::Time(at) => query.bind(at),
+    };
+    let rows: Vec<(Uuid, String, String, String, i64, i64)> = query
+        .bind(upto)
+        .bind(&rule.filter_level)
+        .bind(&rule.filter_source)
+        .bind(&rule.filter_environment)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(match rows.into_iter().next() {
         Some((id, message, level, source, count, total)) => (
             total,

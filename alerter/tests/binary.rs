@@ -228,11 +228,11 @@ async fn alerters_killed_at_random_moments_over_many_rounds_lose_no_notification
         .await
         .unwrap();
         let settled = !n.is_empty() && n.iter().all(|(status, _, _)| status == "delivered");
-        // Every group created before the load stopped has been looked at by an evaluation.
+        // Every group created before the load stopped has been looked at by an evaluation: its
+        // transaction is below the bound the rule last evaluated up to.
         let (unseen,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM error_groups g
-             WHERE g.first_seen > (SELECT coalesce(min(last_evaluated_at), '-infinity')
-                                   FROM alert_rules)",
+            "SELECT count(*) FROM error_group_search s
+             WHERE s.created_xid >= (SELECT coalesce(min(last_xmin), '0') FROM alert_rules)",
         )
         .fetch_one(&db.pool)
         .await

@@ -163,16 +163,13 @@ async fn a_new_error_rule_fires_on_a_group_first_seen_since_the_last_evaluation(
     )
     .await;
     // The rule was created (in the helper) an hour ago: the first run counts groups since then.
-    let first = evaluate(pool, Utc::now()).await.unwrap();
+    let first = evaluate_settled(pool).await;
     assert_eq!(first.len(), 1);
-    assert!(
-        evaluate(pool, Utc::now()).await.unwrap().is_empty(),
-        "nothing new since"
-    );
+    assert!(evaluate_settled(pool).await.is_empty(), "nothing new since");
 
     ingest(pool, "known before", Level::Error, "backend", 3).await;
     assert!(
-        evaluate(pool, Utc::now()).await.unwrap().is_empty(),
+        evaluate_settled(pool).await.is_empty(),
         "a known group is not new"
     );
 
@@ -184,7 +181,7 @@ async fn a_new_error_rule_fires_on_a_group_first_seen_since_the_last_evaluation(
         2,
     )
     .await;
-    let firings = evaluate(pool, Utc::now()).await.unwrap();
+    let firings = evaluate_settled(pool).await;
     assert_eq!(firings.len(), 1);
     assert_eq!(firings[0].count, 1);
     let (payload,): (serde_json::Value,) =
@@ -212,23 +209,23 @@ async fn a_regression_rule_fires_when_a_resolved_group_occurs_again() {
     )
     .await;
     ingest(pool, "Cache miss storm", Level::Error, "backend", 2).await;
-    assert!(evaluate(pool, Utc::now()).await.unwrap().is_empty());
+    assert!(evaluate_settled(pool).await.is_empty());
 
     sqlx::query("UPDATE error_groups SET resolved = true, resolved_at = now()")
         .execute(pool)
         .await
         .unwrap();
     assert!(
-        evaluate(pool, Utc::now()).await.unwrap().is_empty(),
+        evaluate_settled(pool).await.is_empty(),
         "resolving is not a regression"
     );
 
     ingest(pool, "Cache miss storm", Level::Error, "backend", 1).await;
-    let firings = evaluate(pool, Utc::now()).await.unwrap();
+    let firings = evaluate_settled(pool).await;
     assert_eq!(firings.len(), 1);
     assert_eq!(firings[0].count, 1);
     assert!(
-        evaluate(pool, Utc::now()).await.unwrap().is_empty(),
+        evaluate_settled(pool).await.is_empty(),
         "fires once per regression"
     );
 }

@@ -5,7 +5,7 @@ use crate::store::{self, EventRows, GroupRows, RollupRows};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use faultline_shared::{domain::ErrorEvent, fingerprint};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 use uuid::Uuid;
@@ -62,60 +62,107 @@ fn minute_of(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
 }
 
+/// A batch fingerprinted, deduplicated and laid out as rows, ready to be written. Built before the
+/// transaction begins, so the transaction holds its locks only while it writes.
+pub struct Batch<'a> {
+    /// Events handed in, duplicates included.
+    received: usize,
+    /// One per distinct event id, in id order.
+    prepared: Vec<Prepared<'a>>,
+    events: EventRows<'a>,
+}
+
+impl<'a> Batch<'a> {
+    /// Fingerprints the events and keeps the first of each event id, in id order.
+    pub fn prepare(events: &'a [ErrorEvent]) -> Self {
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut prepared: Vec<Prepared> = events
+            .iter()
+            // The same id twice inside one batch: keep the first.
+            .filter(|e| seen.insert(e.event_id))
+            .map(|event| {
+                let grouping = fingerprint::compute(
+                    &event.source,
+                    &event.message,
+                    event.stack_trace.as_deref(),
+                    event.frames.as_deref(),
+                    event.fingerprint.as_deref(),
+                );
+                Prepared {
+                    group_id: group_id(event.project_id, &grouping.fingerprint),
+                    event,
+                    grouping,
+                }
+            })
+            .collect();
+        // Rows go in id order, like every other statement here, so concurrent batches that share
+        // events (a redelivery racing its original) wait on each other instead of deadlocking.
+        prepared.sort_unstable_by_key(|p| p.event.event_id);
+        let mut rows = EventRows::default();
+        for p in &prepared {
+            let e = p.event;
+            rows.id.push(e.event_id);
+            rows.project_id.push(e.project_id);
+            rows.group_id.push(p.group_id);
+            rows.received_at.push(e.received_at);
+            rows.sample.push(e);
+            rows.extra.push(e.extra.as_ref());
+        }
+        Batch {
+            received: events.len(),
+            prepared,
+            events: rows,
+        }
+    }
+}
+
 /// Writes a batch in one transaction: stores each new event (an id seen before is skipped),
 /// pre-aggregates per group and per minute, and upserts groups and rollups in key order. Either
 /// all of it is committed or none of it; the caller acks only after `Ok`.
 pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outcome, sqlx::Error> {
     let started = Instant::now();
-    let mut seen = HashSet::with_capacity(events.len());
-    let mut prepared: Vec<Prepared> = events
-        .iter()
-        // The same id twice inside one batch: keep the first.
-        .filter(|e| seen.insert(e.event_id))
-        .map(|event| {
-            let grouping = fingerprint::compute(
-                &event.source,
-                &event.message,
-                event.stack_trace.as_deref(),
-                event.frames.as_deref(),
-                event.fingerprint.as_deref(),
-            );
-            Prepared {
-                group_id: group_id(event.project_id, &grouping.fingerprint),
-                event,
-                grouping,
-            }
-        })
-        .collect();
-    // Rows go in id order, like every other statement here, so concurrent batches that share
-    // events (a redelivery racing its original) wait on each other instead of deadlocking.
-    prepared.sort_unstable_by_key(|p| p.event.event_id);
+    let batch = Batch::prepare(events);
+    if batch.prepared.is_empty() {
+        return Ok(Outcome {
+            received: batch.received,
+            ..Default::default()
+        });
+    }
+    let mut tx = timed("begin", pool.begin()).await?;
+    let outcome = write_batch(&mut tx, &batch).await?;
+    timed("commit", tx.commit()).await?;
+
+    metrics::histogram!("worker_transaction_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("worker_events_processed_total").increment(outcome.inserted as u64);
+    metrics::counter!("worker_duplicates_skipped_total").increment(outcome.duplicates as u64);
+    let now = Utc::now();
+    if let Some(oldest) = batch.prepared.iter().map(|p| p.event.received_at).min() {
+        metrics::gauge!("worker_ingest_lag_seconds")
+            .set((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
+    }
+    Ok(outcome)
+}
+
+/// The writes of [`process_batch`] inside a transaction the caller owns and commits. Tests use it
+/// to hold a worker transaction open (e.g. across an alert evaluation) before committing it.
+pub async fn write_batch(
+    conn: &mut PgConnection,
+    batch: &Batch<'_>,
+) -> Result<Outcome, sqlx::Error> {
     let mut outcome = Outcome {
-        received: events.len(),
+        received: batch.received,
         ..Default::default()
     };
-    if prepared.is_empty() {
-        return Ok(outcome);
-    }
-
-    let mut rows = EventRows::default();
-    for p in &prepared {
-        let e = p.event;
-        rows.id.push(e.event_id);
-        rows.project_id.push(e.project_id);
-        rows.group_id.push(p.group_id);
-        rows.received_at.push(e.received_at);
-        rows.sample.push(e);
-        rows.extra.push(e.extra.as_ref());
-    }
-
-    let mut tx = timed("begin", pool.begin()).await?;
-    let new_ids: HashSet<Uuid> = timed("insert_events", store::insert_events(&mut tx, &rows))
-        .await?
-        .into_iter()
-        .collect();
+    let prepared = &batch.prepared;
+    let new_ids: HashSet<Uuid> = timed(
+        "insert_events",
+        store::insert_events(&mut *conn, &batch.events),
+    )
+    .await?
+    .into_iter()
+    .collect();
     outcome.inserted = new_ids.len();
-    outcome.duplicates = events.len() - new_ids.len();
+    outcome.duplicates = batch.received - new_ids.len();
 
     // Pre-aggregate the new events: one row per group, one per (minute, group, level, env).
     let mut groups: BTreeMap<Uuid, GroupAgg> = BTreeMap::new();
@@ -172,7 +219,7 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             g.first_seen.push(agg.first_seen);
             g.last_seen.push(agg.last_seen);
         }
-        timed("upsert_groups", store::upsert_groups(&mut tx, &g)).await?;
+        timed("upsert_groups", store::upsert_groups(&mut *conn, &g)).await?;
 
         let mut r = RollupRows::default();
         for ((project_id, minute, group_id, level, environment), count) in &rollups {
@@ -183,17 +230,7 @@ pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outco
             r.environment.push(environment);
             r.count.push(*count);
         }
-        timed("upsert_rollups", store::upsert_rollups(&mut tx, &r)).await?;
-    }
-    timed("commit", tx.commit()).await?;
-
-    metrics::histogram!("worker_transaction_seconds").record(started.elapsed().as_secs_f64());
-    metrics::counter!("worker_events_processed_total").increment(outcome.inserted as u64);
-    metrics::counter!("worker_duplicates_skipped_total").increment(outcome.duplicates as u64);
-    let now = Utc::now();
-    if let Some(oldest) = prepared.iter().map(|p| p.event.received_at).min() {
-        metrics::gauge!("worker_ingest_lag_seconds")
-            .set((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
+        timed("upsert_rollups", store::upsert_rollups(&mut *conn, &r)).await?;
     }
     Ok(outcome)
 }

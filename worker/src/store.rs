@@ -104,8 +104,10 @@ pub struct GroupRows<'a> {
 }
 
 /// Adds the batch's counts to the groups, keeping the newest sample. A resolved group that sees an
-/// event newer than its resolution is reopened and marked regressed. A group created here also
-/// gets its searchable text (`error_group_search`), written once so the hot row needs no text index.
+/// event newer than its resolution is reopened and marked regressed, stamped with this transaction's
+/// id (`regressed_xid`, what regression rules follow). A group created here also gets its companion
+/// row (`error_group_search`: its searchable text, and by default this transaction's id as
+/// `created_xid`, what new_error rules follow), written once so the hot row needs neither index.
 #[tracing::instrument(skip_all, fields(groups = rows.id.len()))]
 pub async fn upsert_groups(
     conn: &mut PgConnection,
@@ -139,6 +141,8 @@ pub async fn upsert_groups(
             regressed = g.regressed OR (g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')),
             regressed_at = CASE WHEN g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')
                                 THEN now() ELSE g.regressed_at END,
+            regressed_xid = CASE WHEN g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')
+                                 THEN pg_current_xact_id() ELSE g.regressed_xid END,
             resolved = g.resolved AND EXCLUDED.last_seen <= COALESCE(g.resolved_at, '-infinity'),
             resolved_at = CASE WHEN g.resolved AND EXCLUDED.last_seen > COALESCE(g.resolved_at, '-infinity')
                                THEN NULL ELSE g.resolved_at END,

@@ -96,23 +96,27 @@ async fn a_resolved_group_that_sees_a_new_event_is_reopened_and_marked_regressed
     let mut late = event("cache miss storm");
     late.received_at = Utc::now() - TimeDelta::hours(1);
     process_batch(&db.pool, &[late]).await.unwrap();
-    let (resolved, regressed): (bool, bool) =
-        sqlx::query_as("SELECT resolved, regressed FROM error_groups")
+    let (resolved, regressed, stamped): (bool, bool, bool) =
+        sqlx::query_as("SELECT resolved, regressed, regressed_xid IS NOT NULL FROM error_groups")
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert!(resolved && !regressed);
+    assert!(resolved && !regressed && !stamped);
     // ...a new one does.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     process_batch(&db.pool, &[event("cache miss storm")])
         .await
         .unwrap();
-    let (resolved, regressed, count): (bool, bool, i64) =
-        sqlx::query_as("SELECT resolved, regressed, count FROM error_groups")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert!(!resolved && regressed);
+    // Stamped with the id of the transaction that reopened it (what regression rules follow),
+    // a later one than the group's creation.
+    let (resolved, regressed, count, stamped_later): (bool, bool, i64, bool) = sqlx::query_as(
+        "SELECT resolved, regressed, count, g.regressed_xid > s.created_xid
+         FROM error_groups g JOIN error_group_search s ON s.group_id = g.id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(!resolved && regressed && stamped_later);
     assert_eq!(count, 3);
 }
 

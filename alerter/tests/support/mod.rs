@@ -3,7 +3,7 @@
 //! whose answers a test scripts, and a small SMTP server that keeps every message it accepts.
 #![allow(dead_code)]
 
-use alerter::{Delivery, DeliveryConfig};
+use alerter::{Delivery, DeliveryConfig, store::Xid8};
 use axum::{
     Router,
     body::Bytes,
@@ -18,7 +18,7 @@ use faultline_shared::{
     testkit::TestDb,
 };
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
@@ -64,7 +64,39 @@ pub async fn ingest_at(
     at: DateTime<Utc>,
     n: usize,
 ) {
-    let events: Vec<ErrorEvent> = (0..n)
+    let events = events(message, level, source, environment, at, n);
+    worker::process::process_batch(pool, &events)
+        .await
+        .expect("worker processes the batch");
+}
+
+/// A worker transaction in flight: `n` events written by the worker's own code (groups, events,
+/// rollups) and not committed yet. Commit it to finish the batch, as the worker would.
+pub async fn begin_ingest(
+    pool: &PgPool,
+    message: &str,
+    level: Level,
+    source: &str,
+    n: usize,
+) -> Transaction<'static, Postgres> {
+    let events = events(message, level, source, "production", Utc::now(), n);
+    let batch = worker::process::Batch::prepare(&events);
+    let mut tx = pool.begin().await.expect("begin");
+    worker::process::write_batch(&mut tx, &batch)
+        .await
+        .expect("worker writes the batch");
+    tx
+}
+
+fn events(
+    message: &str,
+    level: Level,
+    source: &str,
+    environment: &str,
+    at: DateTime<Utc>,
+    n: usize,
+) -> Vec<ErrorEvent> {
+    (0..n)
         .map(|_| ErrorEvent {
             event_id: Uuid::now_v7(),
             project_id: DEFAULT_PROJECT_ID,
@@ -83,10 +115,44 @@ pub async fn ingest_at(
             frames: None,
             extra: None,
         })
-        .collect();
-    worker::process::process_batch(pool, &events)
+        .collect()
+}
+
+/// Waits until every transaction that began before this call has ended, on the whole server:
+/// new_error and regression rules see a write only once the xmin of their snapshot has passed its
+/// transaction, and another test's transaction in flight on the shared Postgres holds the xmin back.
+pub async fn settle(pool: &PgPool) {
+    // A transaction id of our own, committed at once: when the xmin is past it, every transaction
+    // that had an id before it has ended.
+    let mine: Xid8 = sqlx::query_scalar("SELECT pg_current_xact_id()")
+        .fetch_one(pool)
         .await
-        .expect("worker processes the batch");
+        .expect("xid");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (past,): (bool,) =
+            sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1")
+                .bind(mine)
+                .fetch_one(pool)
+                .await
+                .expect("xmin");
+        if past {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a transaction older than {mine:?} is still open after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Evaluates at the current time once everything committed so far is visible to the rules.
+pub async fn evaluate_settled(pool: &PgPool) -> Vec<alerter::Firing> {
+    settle(pool).await;
+    alerter::evaluate(pool, Utc::now())
+        .await
+        .expect("evaluation")
 }
 
 /// A rule row as the API would write it.
