@@ -9,6 +9,12 @@
 //! Redis is an accelerator, not a dependency: when it is down or slow the request passes (fail
 //! open), a metric counts it and a warning (at most one per interval) says so; for a second after
 //! a failure Redis is not asked at all, so a dead Redis costs requests nothing.
+//!
+//! Checks of one bucket are coalesced (group commit, as the publisher does for events): while one
+//! script call for a bucket is in flight, further requests on that bucket wait together and the
+//! next call asks for all of them at once (`ARGV[3]` slots). The script grants the first `k` that
+//! fit, exactly as `k` single calls would, so the limit stays exact, while a busy key costs one
+//! Redis round trip per round instead of one per request.
 
 use crate::{
     AppState,
@@ -25,32 +31,41 @@ use axum::{
 };
 use faultline_shared::{config::AccessSettings, db::KeyRecord};
 use std::{
+    collections::{HashMap, hash_map::Entry},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// KEYS[1]: the bucket. ARGV[1]: limit (requests per window), ARGV[2]: window in ms.
-/// Returns {allowed (0/1), remaining, retry_after_ms, reset_ms, now_ms}; `reset_ms` is when the
-/// bucket is full again. Integer arithmetic only (Lua numbers are doubles; ms fit exactly).
+/// KEYS[1]: the bucket. ARGV[1]: limit (requests per window), ARGV[2]: window in ms, ARGV[3]:
+/// how many requests ask at once (n). Grants the first `granted` of them, as many as `n` single
+/// calls in a row would have. Returns {granted, remaining, retry_after_ms, reset_ms, now_ms}:
+/// `remaining` after the last granted one, `retry_after_ms` until one more would pass (0 when all
+/// were granted), `reset_ms` until the bucket is full again. Integer arithmetic only (Lua numbers
+/// are doubles; ms fit exactly).
 const GCRA: &str = r#"
 local limit = tonumber(ARGV[1])
+local n = tonumber(ARGV[3])
 local interval = math.max(1, math.floor(tonumber(ARGV[2]) / limit))
 local tolerance = interval * limit
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - tolerance
-if allow_at > now then
-  return {0, 0, allow_at - now, tat - now, now}
+local granted = math.floor((now + tolerance - tat) / interval)
+if granted > n then granted = n end
+if granted < 0 then granted = 0 end
+if granted > 0 then
+  tat = tat + granted * interval
+  redis.call('SET', KEYS[1], tat, 'PX', tat - now)
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
-return {1, math.floor((now - allow_at) / interval), 0, new_tat - now, now}
+local retry = 0
+if granted < n then retry = tat + interval - tolerance - now end
+return {granted, math.floor((now + tolerance - tat) / interval), retry, tat - now, now}
 "#;
 
 /// Longest a rate-limit check may wait for Redis before the request passes unchecked.
@@ -117,16 +132,86 @@ impl Decision {
     }
 }
 
+/// Requests waiting for the next script call on one bucket: (bucket, limit) → their answers.
+type Waiting = HashMap<(String, u32), Vec<oneshot::Sender<Option<Decision>>>>;
+
+/// Frees a bucket whose rounds ended without freeing it themselves.
+struct Leaving {
+    waiting: Arc<Mutex<Waiting>>,
+    key: Option<(String, u32)>,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+    }
+}
+
+/// The script's answer for one round of `n` requests on a bucket.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    limit: u32,
+    /// ms between two requests once the budget is spent: `window / limit`, as the script has it.
+    interval_ms: u64,
+    granted: u64,
+    /// Left after the last granted request.
+    remaining: u64,
+    retry_ms: u64,
+    reset_ms: u64,
+    now_ms: u64,
+}
+
+impl Round {
+    /// The decision for the round's `i`-th request (in arrival order): the first `granted` pass,
+    /// each seeing the budget as it was left after it.
+    fn nth(&self, i: usize) -> Decision {
+        let i = i as u64;
+        let allowed = i < self.granted;
+        Decision {
+            allowed,
+            limit: self.limit,
+            remaining: if allowed {
+                self.remaining + (self.granted - 1 - i)
+            } else {
+                0
+            },
+            // The bucket as this request left it: later grants of the round each added an interval.
+            reset_at: (self.now_ms
+                + self.reset_ms.saturating_sub(if allowed {
+                    (self.granted - 1 - i) * self.interval_ms
+                } else {
+                    0
+                }))
+            .div_ceil(1000),
+            wait_seconds: if allowed {
+                0
+            } else {
+                self.retry_ms.div_ceil(1000).max(1)
+            },
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: RedisHandle,
     prefix: String,
     settings: AccessSettings,
     script: Arc<redis::Script>,
+    /// Buckets with a script call in flight, and who waits for the next one. A bucket is present
+    /// exactly while a task runs its rounds ([`RateLimiter::rounds`]).
+    waiting: Arc<Mutex<Waiting>>,
     /// Unix ms before which Redis is not asked (set after a failure).
     skip_until_ms: Arc<AtomicU64>,
     /// Unix ms of the last "failing open" warning.
     warned_at_ms: Arc<AtomicU64>,
+    /// Script calls made (each one round of one or more requests).
+    calls: Arc<AtomicU64>,
 }
 
 fn now_ms() -> u64 {
@@ -143,9 +228,16 @@ impl RateLimiter {
             prefix: prefix.to_string(),
             settings,
             script: Arc::new(redis::Script::new(GCRA)),
+            waiting: Arc::default(),
             skip_until_ms: Arc::default(),
             warned_at_ms: Arc::default(),
+            calls: Arc::default(),
         }
+    }
+
+    /// How many script calls (rounds) this limiter has made; fewer than checks when they coalesced.
+    pub fn script_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// The key's limit for `scope`: its own override, else the configured default; 0 = unlimited.
@@ -172,34 +264,90 @@ impl RateLimiter {
             return None;
         }
         let bucket = format!("{}:ratelimit:{}:{}", self.prefix, scope.as_str(), key.id);
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            match waiting.entry((bucket, limit)) {
+                Entry::Occupied(mut e) => {
+                    e.get_mut().push(tx);
+                    None
+                }
+                Entry::Vacant(e) => {
+                    let bucket = e.key().0.clone();
+                    e.insert(Vec::new());
+                    Some((bucket, tx))
+                }
+            }
+        };
+        if let Some((bucket, tx)) = lead {
+            tokio::spawn(self.clone().rounds(bucket, limit, scope, tx));
+        }
+        rx.await.unwrap_or(None)
+    }
+
+    /// Answers the bucket's requests, one script call per round: first `first`, then whoever
+    /// arrived during the previous call, until a call ends with nobody waiting.
+    async fn rounds(
+        self,
+        bucket: String,
+        limit: u32,
+        scope: Scope,
+        first: oneshot::Sender<Option<Decision>>,
+    ) {
+        let mut senders = vec![first];
+        // Should this task end any other way than below (a panic), the bucket is freed and its
+        // waiters are answered `None` (pass) rather than left waiting for a round that never comes.
+        let mut guard = Leaving {
+            waiting: self.waiting.clone(),
+            key: Some((bucket, limit)),
+        };
+        loop {
+            let bucket = &guard.key.as_ref().expect("set until the end").0;
+            let decisions = self.ask(bucket, limit, senders.len(), scope).await;
+            for (i, tx) in senders.drain(..).enumerate() {
+                let _ = tx.send(decisions.as_ref().map(|d| d.nth(i)));
+            }
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let key = guard.key.as_ref().expect("set until the end");
+            match waiting.get_mut(key) {
+                Some(next) if !next.is_empty() => senders = std::mem::take(next),
+                _ => {
+                    waiting.remove(key);
+                    guard.key = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One script call for `n` requests on `bucket`; `None` when Redis could not answer.
+    async fn ask(&self, bucket: &str, limit: u32, n: usize, scope: Scope) -> Option<Round> {
         let window_ms = self.settings.window.as_millis().max(1) as u64;
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let answer = tokio::time::timeout(REDIS_TIMEOUT, async {
             let mut conn = self.redis.get().await?;
             self.script
                 .key(bucket)
                 .arg(limit)
                 .arg(window_ms)
+                .arg(n)
                 .invoke_async::<Vec<i64>>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|_| Err("timed out".to_string()));
+        metrics::histogram!("rate_limit_round_requests").record(n as f64);
         match answer.as_deref() {
-            Ok([allowed, remaining, retry_ms, reset_ms, now]) => {
-                let (retry_ms, reset_ms, now) = (*retry_ms as u64, *reset_ms as u64, *now as u64);
-                Some(Decision {
-                    allowed: *allowed == 1,
-                    limit,
-                    remaining: *remaining as u64,
-                    reset_at: (now + reset_ms).div_ceil(1000),
-                    wait_seconds: if *allowed == 1 {
-                        0
-                    } else {
-                        retry_ms.div_ceil(1000).max(1)
-                    },
-                })
-            }
+            Ok(&[granted, remaining, retry_ms, reset_ms, now]) => Some(Round {
+                limit,
+                interval_ms: (window_ms / u64::from(limit)).max(1),
+                granted: granted.max(0) as u64,
+                remaining: remaining.max(0) as u64,
+                retry_ms: retry_ms.max(0) as u64,
+                reset_ms: reset_ms.max(0) as u64,
+                now_ms: now.max(0) as u64,
+            }),
             Ok(other) => {
                 self.failed(scope, &format!("unexpected script answer {other:?}"));
                 None

@@ -258,3 +258,96 @@ async fn usage_shows_accepted_and_refused_events_by_reason_and_key() {
     assert_eq!(bad.status(), 400);
     app.shutdown().await;
 }
+
+/// Many requests of one key at the same moment: their checks are coalesced into rounds of one
+/// script call each, and still exactly `limit` pass, each seeing a different remaining budget.
+#[tokio::test]
+async fn simultaneous_requests_of_one_key_share_script_calls_and_the_limit_stays_exact() {
+    use faultline_ingest::{
+        ratelimit::{RateLimiter, Scope},
+        redis_handle::RedisHandle,
+    };
+    use faultline_shared::{config::AccessSettings, db::KeyRecord, domain::Permissions, testkit};
+
+    let prefix = format!("test_{}", testkit::unique_tag());
+    let limiter = RateLimiter::new(
+        RedisHandle::new(&testkit::redis_url()),
+        &prefix,
+        AccessSettings {
+            other_limit: 25,
+            window: Duration::from_secs(60),
+            ..AccessSettings::default()
+        },
+    );
+    let key = KeyRecord {
+        id: uuid::Uuid::new_v4(),
+        project_id: uuid::Uuid::new_v4(),
+        name: "burst".into(),
+        permissions: Permissions::new(vec![Permission::Read]),
+        expires_at: None,
+        revoked: false,
+        rate_limits: Default::default(),
+    };
+    let decisions =
+        futures_util::future::join_all((0..100).map(|_| limiter.check(&key, Scope::Other))).await;
+    let decisions: Vec<_> = decisions
+        .into_iter()
+        .map(|d| d.expect("Redis answered"))
+        .collect();
+    let mut remaining: Vec<u64> = decisions
+        .iter()
+        .filter(|d| d.allowed)
+        .map(|d| d.remaining)
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..25).collect::<Vec<u64>>(), "{decisions:?}");
+    for refused in decisions.iter().filter(|d| !d.allowed) {
+        assert_eq!(refused.remaining, 0);
+        assert!(refused.wait_seconds >= 1);
+    }
+    assert!(
+        limiter.script_calls() < 100,
+        "checks were not coalesced: {} script calls for 100 requests",
+        limiter.script_calls()
+    );
+    // The next request, alone, is refused too: the rounds left the bucket spent.
+    assert!(!limiter.check(&key, Scope::Other).await.unwrap().allowed);
+
+    let mut redis = redis::Client::open(testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:ratelimit:other:{}", key.id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
+/// The same through HTTP: 60 concurrent requests against a limit of 20.
+#[tokio::test]
+async fn concurrent_requests_get_exactly_the_limit_through() {
+    let app = spawn_limited(20, 60).await;
+    let key = app.create_key(&[Permission::Read]).await;
+    let responses = futures_util::future::join_all(
+        (0..60).map(|_| app.call(Method::GET, "/api/projects", &key, None)),
+    )
+    .await;
+    let mut remaining = Vec::new();
+    let mut refused = 0;
+    for resp in &responses {
+        match resp.status().as_u16() {
+            200 => remaining.push(header(resp, "x-ratelimit-remaining").unwrap()),
+            429 => {
+                refused += 1;
+                assert!(header(resp, "retry-after").unwrap() >= 1);
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..20).collect::<Vec<u64>>());
+    assert_eq!(refused, 40);
+    app.shutdown().await;
+}
