@@ -263,11 +263,11 @@ async fn usage_shows_accepted_and_refused_events_by_reason_and_key() {
 /// script call each, and still exactly `limit` pass, each seeing a different remaining budget.
 #[tokio::test]
 async fn simultaneous_requests_of_one_key_share_script_calls_and_the_limit_stays_exact() {
-    use faultline_ingest::{
+    use faultline_shared::{config::AccessSettings, db::KeyRecord, domain::Permissions, testkit};
+    use ingest::{
         ratelimit::{RateLimiter, Scope},
         redis_handle::RedisHandle,
     };
-    use faultline_shared::{config::AccessSettings, db::KeyRecord, domain::Permissions, testkit};
 
     let prefix = format!("test_{}", testkit::unique_tag());
     let limiter = RateLimiter::new(
