@@ -253,10 +253,10 @@ pub struct WorkerSettings {
     /// (a few events per message under load), or batches stall on the window (benches/RESULTS.md,
     /// "prefetch stall").
     pub prefetch: u16,
-    /// Bytes of unacknowledged deliveries the worker lets the broker hand it, as a per-channel
-    /// window in messages set from the sizes seen (`worker::window`): with batch traffic a
-    /// message holds tens of events, and `prefetch` of them would be tens of MB. While messages
-    /// are small (single events) the byte window is larger than `prefetch` and lifted.
+    /// Bytes of unacknowledged deliveries the worker lets the broker hand it: the prefetch (in
+    /// messages, at most `prefetch`) follows the message sizes seen (`worker::window`). With batch
+    /// traffic a message holds tens of events, and `prefetch` of them would be tens of MB; while
+    /// messages are small (single events) the byte budget allows all of `prefetch`.
     pub prefetch_bytes: usize,
     /// Batches written at once, each in its own transaction (acks stay in delivery order). One
     /// transaction uses at most one Postgres core; 2 suits a 2-core host.

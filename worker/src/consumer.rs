@@ -12,6 +12,7 @@ use faultline_shared::{
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, Consumer,
+    message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
         BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -21,9 +22,10 @@ use lapin::{
 use serde_json::Value;
 use sqlx::PgPool;
 use std::{
+    collections::VecDeque,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -111,25 +113,71 @@ fn handle(
 async fn open(
     settings: &WorkerSettings,
     topology: &Topology,
+    prefetch: u16,
 ) -> lapin::Result<(Connection, Channel, Channel, Consumer)> {
     let conn = queue::connect(&settings.services.amqp_url, "faultline-worker").await?;
     let channel = conn.create_channel().await?;
     topology.declare(&channel).await?;
-    channel
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
-        .await?;
     // A second channel, in confirm mode, for dead-lettering single bad elements of a message.
     let dead = conn.create_channel().await?;
     dead.confirm_select(ConfirmSelectOptions::default()).await?;
-    let consumer = channel
+    let consumer = start_consumer(&channel, topology, prefetch).await?;
+    Ok((conn, channel, dead, consumer))
+}
+
+/// Consumes the queue with a per-consumer prefetch of `prefetch` messages. RabbitMQ fixes that
+/// prefetch when the consumer starts (its per-channel `global` limit, which could change on the
+/// fly, is deprecated and refused by default since 4.3), so the window changes by starting a new
+/// consumer ([`change_window`]).
+async fn start_consumer(
+    channel: &Channel,
+    topology: &Topology,
+    prefetch: u16,
+) -> lapin::Result<Consumer> {
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    metrics::gauge!("worker_prefetch_window_messages").set(f64::from(prefetch));
+    let tag = format!(
+        "faultline-worker-{}",
+        GENERATION.fetch_add(1, Ordering::Relaxed)
+    );
+    channel
         .basic_consume(
             topology.queue.as_str().into(),
-            "faultline-worker".into(),
+            tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
+        .await
+}
+
+/// Moves to a window of `prefetch` messages: cancels the consumer, keeps in `carry` (in order)
+/// what the broker had already sent it, and starts a new one. Nothing is lost: deliveries stay
+/// unacknowledged on the channel across consumers, the carried ones are batched before anything
+/// the new consumer receives, and delivery tags keep rising, so the acks stay cumulative.
+async fn change_window(
+    channel: &Channel,
+    topology: &Topology,
+    consumer: &mut Consumer,
+    carry: &mut VecDeque<Delivery>,
+    prefetch: u16,
+) -> anyhow::Result<()> {
+    channel
+        .basic_cancel(
+            consumer.tag().as_str().into(),
+            BasicCancelOptions::default(),
+        )
         .await?;
-    Ok((conn, channel, dead, consumer))
+    // After cancel-ok the broker sends this consumer nothing more; the stream yields what it
+    // buffered, then ends.
+    while let Some(d) = consumer.next().await {
+        carry.push_back(d?);
+    }
+    *consumer = start_consumer(channel, topology, prefetch).await?;
+    tracing::debug!(prefetch, carried = carry.len(), "Prefetch window changed.");
+    Ok(())
 }
 
 /// Runs until `shutdown` turns true: then finishes the batch in hand, acks it and returns.
@@ -141,8 +189,12 @@ pub async fn run(
 ) {
     let topology = Topology::new(&settings.services.queue_prefix);
     let mut backoff = Duration::from_millis(200);
+    let in_hand = batches_in_hand(&settings);
     while !*shutdown.borrow() {
-        let (conn, channel, dead, mut consumer) = match open(&settings, &topology).await {
+        // Each connection starts with a small window (a queue may be full of large messages).
+        let mut window = Window::new(settings.prefetch_bytes, settings.prefetch, in_hand);
+        let opened = open(&settings, &topology, window.initial()).await;
+        let (conn, channel, dead, mut consumer) = match opened {
             Ok(parts) => parts,
             Err(e) => {
                 state.connected.store(false, Ordering::Relaxed);
@@ -166,6 +218,7 @@ pub async fn run(
             &channel,
             &dead,
             &mut consumer,
+            &mut window,
             &mut shutdown,
         )
         .await;
@@ -174,7 +227,10 @@ pub async fn run(
             tracing::warn!(error = %e, "Consumer stopped; reconnecting.");
         }
         let _ = channel
-            .basic_cancel("faultline-worker".into(), BasicCancelOptions::default())
+            .basic_cancel(
+                consumer.tag().as_str().into(),
+                BasicCancelOptions::default(),
+            )
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
     }
@@ -202,6 +258,7 @@ async fn consume(
     channel: &Channel,
     dead: &Channel,
     consumer: &mut Consumer,
+    window: &mut Window,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // One batch may wait while another commits; more would only hold deliveries unacked.
@@ -214,34 +271,52 @@ async fn consume(
         settings.commit_concurrency.max(1),
         shutdown.clone(),
     );
-    let gatherer = gather_batches(settings, topology, channel, dead, consumer, ready, shutdown);
+    let gatherer = gather_batches(
+        settings, topology, channel, dead, consumer, window, ready, shutdown,
+    );
     tokio::try_join!(gatherer, committer)?;
     Ok(())
 }
 
+/// Batches unacknowledged at once: those committing and the one being gathered.
+fn batches_in_hand(settings: &WorkerSettings) -> usize {
+    usize::from(settings.commit_concurrency.max(1)) + 1
+}
+
+/// The next delivery: one carried over from a replaced consumer, else the consumer's next.
+async fn next_delivery(
+    carry: &mut VecDeque<Delivery>,
+    consumer: &mut Consumer,
+) -> Option<lapin::Result<Delivery>> {
+    match carry.pop_front() {
+        Some(d) => Some(Ok(d)),
+        None => consumer.next().await,
+    }
+}
+
 /// Receives deliveries into batches, dead-letters what cannot be decoded, and hands each batch to
 /// the committer. Returns on shutdown (dropping the sender lets the committer finish what it has).
+#[allow(clippy::too_many_arguments)]
 async fn gather_batches(
     settings: &WorkerSettings,
     topology: &Topology,
     channel: &Channel,
     dead: &Channel,
     consumer: &mut Consumer,
+    window: &mut Window,
     ready: tokio::sync::mpsc::Sender<Batch>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Several batches are unacked at once (those committing, one gathering), so each takes its
     // share of the prefetch window; with the whole window in hand nothing more can arrive before
     // an ack, and waiting out `batch_wait` would only idle.
-    let in_hand = usize::from(settings.commit_concurrency.max(1)) + 1;
-    // The window in bytes: RabbitMQ's per-channel limit, set from the message sizes seen.
-    let mut window = Window::new(settings.prefetch_bytes, settings.prefetch, in_hand);
-    set_channel_window(channel, window.initial()).await?;
+    let in_hand = batches_in_hand(settings);
+    let mut carry = VecDeque::new();
     loop {
         let max_deliveries = (usize::from(window.messages()) / in_hand).max(1);
         // Wait for the first delivery (or shutdown, also when it came while a batch was sent).
         let first = tokio::select! {
-            d = consumer.next() => d,
+            d = next_delivery(&mut carry, consumer) => d,
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
         let Some(first) = first else {
@@ -262,7 +337,7 @@ async fn gather_batches(
         let deadline = tokio::time::Instant::now() + settings.batch_wait;
         let mut deliveries = 1usize;
         while events < settings.batch_size && deliveries < max_deliveries {
-            match tokio::time::timeout_at(deadline, consumer.next()).await {
+            match tokio::time::timeout_at(deadline, next_delivery(&mut carry, consumer)).await {
                 Ok(Some(Ok(d))) => {
                     deliveries += 1;
                     bytes += d.data.len();
@@ -297,8 +372,8 @@ async fn gather_batches(
                 .increment(poison.len() as u64);
         }
         window.observe(deliveries, bytes);
-        if let Some(limit) = window.update() {
-            set_channel_window(channel, limit).await?;
+        if let Some(prefetch) = window.update() {
+            change_window(channel, topology, consumer, &mut carry, prefetch).await?;
         }
         let events: Vec<ErrorEvent> = batch.into_iter().flat_map(|d| d.events).collect();
         metrics::histogram!("worker_batch_events").record(events.len() as f64);
@@ -309,20 +384,6 @@ async fn gather_batches(
             return Ok(());
         }
     }
-}
-
-/// Sets RabbitMQ's per-channel limit (`global` in its reading of `basic.qos`; 0 lifts it). The
-/// per-consumer `WORKER_PREFETCH` set before consuming still applies beside it.
-async fn set_channel_window(channel: &Channel, messages: u16) -> lapin::Result<()> {
-    // 0: no per-channel limit (the per-consumer prefetch alone applies).
-    metrics::gauge!("worker_prefetch_window_messages").set(f64::from(messages));
-    tracing::debug!(
-        messages,
-        "Channel prefetch window set (0 = per-consumer prefetch only)."
-    );
-    channel
-        .basic_qos(messages, BasicQosOptions { global: true })
-        .await
 }
 
 /// Commits up to `concurrency` batches at once and acks them in the order they were gathered,

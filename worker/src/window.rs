@@ -3,13 +3,13 @@
 //! requests), so a window of `WORKER_PREFETCH` messages that keeps single-event traffic flowing
 //! lets batch traffic pile tens of MB of deliveries into the worker, and in the worst case
 //! (1,024 messages of 500 events) half a gigabyte. [`Window`] turns the byte budget
-//! (`WORKER_PREFETCH_BYTES`) into a message count from the sizes actually seen, which the consumer
-//! applies as RabbitMQ's per-channel limit (`basic.qos` with `global`), on top of the fixed
-//! per-consumer `WORKER_PREFETCH`. While messages are small the per-channel limit is off, so the
-//! common case costs the broker nothing extra.
+//! (`WORKER_PREFETCH_BYTES`) into a message count from the sizes actually seen, at most
+//! `WORKER_PREFETCH`; the consumer applies a new count by starting a new consumer with it (RabbitMQ
+//! fixes a consumer's prefetch when it starts). While messages are small the count is
+//! `WORKER_PREFETCH`, and a steady stream changes nothing.
 
 /// How the window follows message sizes. Pure: the consumer feeds it each batch's deliveries and
-/// sends a `basic.qos` when [`Window::update`] says so.
+/// changes its prefetch when [`Window::update`] says so.
 #[derive(Debug, Clone)]
 pub struct Window {
     budget_bytes: usize,
@@ -19,14 +19,14 @@ pub struct Window {
     floor: u16,
     /// Mean bytes per message, moving (each batch weighs `WEIGHT`).
     mean_bytes: Option<f64>,
-    /// The per-channel limit in force; 0 = none (only `max` applies).
+    /// The prefetch in force.
     current: u16,
 }
 
 /// Weight of the newest batch in the moving mean.
 const WEIGHT: f64 = 0.3;
-/// A new limit is sent only when it differs from the one in force by more than this share, so a
-/// steady stream does not send `basic.qos` after every batch.
+/// The window changes only when the new count differs from the one in force by more than this
+/// share, so a steady stream does not restart its consumer after every batch.
 const SLACK: f64 = 0.25;
 
 impl Window {
@@ -46,18 +46,14 @@ impl Window {
         }
     }
 
-    /// The limit to send with `basic.qos(global)` when the consumer starts.
+    /// The prefetch of the first consumer.
     pub fn initial(&self) -> u16 {
         self.current
     }
 
     /// Messages the broker may have out to this consumer now.
     pub fn messages(&self) -> u16 {
-        if self.current == 0 {
-            self.max
-        } else {
-            self.current
-        }
+        self.current
     }
 
     /// Records one batch: `messages` deliveries of `bytes` in all.
@@ -72,27 +68,24 @@ impl Window {
         });
     }
 
-    /// The per-channel limit the budget calls for at the sizes seen (0 = none needed).
+    /// The prefetch the budget calls for at the sizes seen.
     fn wanted(&self) -> u16 {
         let Some(mean) = self.mean_bytes else {
             return self.current;
         };
         let fits = (self.budget_bytes as f64 / mean.max(1.0)).floor();
         if fits >= f64::from(self.max) {
-            0
+            self.max
         } else {
             (fits as u16).max(self.floor)
         }
     }
 
-    /// The new per-channel limit to send, when it differs enough from the one in force.
+    /// The new prefetch, when it differs enough from the one in force (or reaches `max`).
     pub fn update(&mut self) -> Option<u16> {
         let wanted = self.wanted();
-        let changed = match (self.current, wanted) {
-            (a, b) if a == b => false,
-            (0, _) | (_, 0) => true,
-            (a, b) => (f64::from(a) - f64::from(b)).abs() / f64::from(a) > SLACK,
-        };
+        let (a, b) = (f64::from(self.current), f64::from(wanted));
+        let changed = wanted != self.current && ((a - b).abs() / a > SLACK || wanted == self.max);
         changed.then(|| {
             self.current = wanted;
             wanted
@@ -114,11 +107,11 @@ mod tests {
     }
 
     #[test]
-    fn small_messages_lift_the_channel_limit_and_use_the_whole_prefetch() {
+    fn small_messages_use_the_whole_prefetch() {
         let mut w = Window::new(24 * MIB, 1024, 3);
         // Single-event traffic: ~5 events of ~1.1 KB per message.
         w.observe(400, 400 * 5_500);
-        assert_eq!(w.update(), Some(0));
+        assert_eq!(w.update(), Some(1024));
         assert_eq!(w.messages(), 1024);
         w.observe(400, 400 * 5_000);
         assert_eq!(w.update(), None, "nothing to change");
@@ -164,7 +157,7 @@ mod tests {
     fn the_window_never_exceeds_the_prefetch_nor_goes_below_the_floor() {
         let mut w = Window::new(MIB, 64, 3);
         w.observe(10, 10);
-        assert_eq!(w.update(), Some(0));
+        assert_eq!(w.update(), Some(64));
         assert_eq!(w.messages(), 64);
         w.observe(1, usize::MAX / 2);
         w.update();
