@@ -128,7 +128,7 @@ async fn open(
 /// Consumes the queue with a per-consumer prefetch of `prefetch` messages. RabbitMQ fixes that
 /// prefetch when the consumer starts (its per-channel `global` limit, which could change on the
 /// fly, is deprecated and refused by default since 4.3), so the window changes by starting a new
-/// consumer ([`change_window`]).
+/// consumer ([`Source::change`]).
 async fn start_consumer(
     channel: &Channel,
     topology: &Topology,
@@ -153,31 +153,67 @@ async fn start_consumer(
         .await
 }
 
-/// Moves to a window of `prefetch` messages: cancels the consumer, keeps in `carry` (in order)
-/// what the broker had already sent it, and starts a new one. Nothing is lost: deliveries stay
-/// unacknowledged on the channel across consumers, the carried ones are batched before anything
-/// the new consumer receives, and delivery tags keep rising, so the acks stay cumulative.
-async fn change_window(
-    channel: &Channel,
-    topology: &Topology,
-    consumer: &mut Consumer,
-    carry: &mut VecDeque<Delivery>,
-    prefetch: u16,
-) -> anyhow::Result<()> {
-    channel
-        .basic_cancel(
-            consumer.tag().as_str().into(),
-            BasicCancelOptions::default(),
-        )
-        .await?;
-    // After cancel-ok the broker sends this consumer nothing more; the stream yields what it
-    // buffered, then ends.
-    while let Some(d) = consumer.next().await {
-        carry.push_back(d?);
+/// Where a batch's deliveries come from: the consumer, and what a replaced consumer had already
+/// been sent. Changing the window ([`Source::change`]) cancels the consumer, carries its deliveries
+/// (in order) and starts the new consumer only once they have all been batched: the new consumer's
+/// prefetch does not count the carried ones, so starting it at once would hold both windows.
+/// Nothing is lost: deliveries stay unacknowledged on the channel across consumers, the carried
+/// ones are batched before anything the new consumer receives, and delivery tags keep rising, so
+/// the acks stay cumulative.
+struct Source<'a> {
+    channel: &'a Channel,
+    topology: &'a Topology,
+    consumer: &'a mut Consumer,
+    carry: VecDeque<Delivery>,
+    /// The prefetch of the consumer to start once nothing is carried.
+    pending: Option<u16>,
+}
+
+impl Source<'_> {
+    /// Starts the pending consumer when nothing is carried any more. Called before every
+    /// [`Source::next`], outside any timeout or `select!`, so a consumer is never started and then
+    /// dropped unseen.
+    async fn settle(&mut self) -> lapin::Result<()> {
+        if self.carry.is_empty()
+            && let Some(prefetch) = self.pending.take()
+        {
+            *self.consumer = start_consumer(self.channel, self.topology, prefetch).await?;
+        }
+        Ok(())
     }
-    *consumer = start_consumer(channel, topology, prefetch).await?;
-    tracing::debug!(prefetch, carried = carry.len(), "Prefetch window changed.");
-    Ok(())
+
+    /// The next delivery (after [`Source::settle`]): a carried one, else the consumer's next.
+    async fn next(&mut self) -> Option<lapin::Result<Delivery>> {
+        match self.carry.pop_front() {
+            Some(d) => Some(Ok(d)),
+            None => self.consumer.next().await,
+        }
+    }
+
+    /// Moves to a window of `prefetch` messages (see the type's doc).
+    async fn change(&mut self, prefetch: u16) -> anyhow::Result<()> {
+        if self.pending.is_none() {
+            self.channel
+                .basic_cancel(
+                    self.consumer.tag().as_str().into(),
+                    BasicCancelOptions::default(),
+                )
+                .await?;
+            // After cancel-ok the broker sends this consumer nothing more; the stream yields
+            // what it buffered, then ends.
+            while let Some(d) = self.consumer.next().await {
+                self.carry.push_back(d?);
+            }
+        }
+        self.pending = Some(prefetch);
+        tracing::debug!(
+            prefetch,
+            carried = self.carry.len(),
+            "Prefetch window changing."
+        );
+        self.settle().await?;
+        Ok(())
+    }
 }
 
 /// Runs until `shutdown` turns true: then finishes the batch in hand, acks it and returns.
@@ -283,17 +319,6 @@ fn batches_in_hand(settings: &WorkerSettings) -> usize {
     usize::from(settings.commit_concurrency.max(1)) + 1
 }
 
-/// The next delivery: one carried over from a replaced consumer, else the consumer's next.
-async fn next_delivery(
-    carry: &mut VecDeque<Delivery>,
-    consumer: &mut Consumer,
-) -> Option<lapin::Result<Delivery>> {
-    match carry.pop_front() {
-        Some(d) => Some(Ok(d)),
-        None => consumer.next().await,
-    }
-}
-
 /// Receives deliveries into batches, dead-letters what cannot be decoded, and hands each batch to
 /// the committer. Returns on shutdown (dropping the sender lets the committer finish what it has).
 #[allow(clippy::too_many_arguments)]
@@ -311,12 +336,19 @@ async fn gather_batches(
     // share of the prefetch window; with the whole window in hand nothing more can arrive before
     // an ack, and waiting out `batch_wait` would only idle.
     let in_hand = batches_in_hand(settings);
-    let mut carry = VecDeque::new();
+    let mut source = Source {
+        channel,
+        topology,
+        consumer,
+        carry: VecDeque::new(),
+        pending: None,
+    };
     loop {
         let max_deliveries = (usize::from(window.messages()) / in_hand).max(1);
+        source.settle().await?;
         // Wait for the first delivery (or shutdown, also when it came while a batch was sent).
         let first = tokio::select! {
-            d = next_delivery(&mut carry, consumer) => d,
+            d = source.next() => d,
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
         let Some(first) = first else {
@@ -337,7 +369,8 @@ async fn gather_batches(
         let deadline = tokio::time::Instant::now() + settings.batch_wait;
         let mut deliveries = 1usize;
         while events < settings.batch_size && deliveries < max_deliveries {
-            match tokio::time::timeout_at(deadline, next_delivery(&mut carry, consumer)).await {
+            source.settle().await?;
+            match tokio::time::timeout_at(deadline, source.next()).await {
                 Ok(Some(Ok(d))) => {
                     deliveries += 1;
                     bytes += d.data.len();
@@ -373,7 +406,7 @@ async fn gather_batches(
         }
         window.observe(deliveries, bytes);
         if let Some(prefetch) = window.update() {
-            change_window(channel, topology, consumer, &mut carry, prefetch).await?;
+            source.change(prefetch).await?;
         }
         let events: Vec<ErrorEvent> = batch.into_iter().flat_map(|d| d.events).collect();
         metrics::histogram!("worker_batch_events").record(events.len() as f64);
