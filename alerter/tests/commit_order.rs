@@ -49,20 +49,24 @@ async fn a_group_committed_after_an_evaluation_began_is_alerted_once_by_the_next
     // The worker's transaction creates the group (created_at: its start) and is still open
     // when the next evaluation runs.
     let in_flight = begin_ingest(pool, "Ledger write timed out", Level::Error, "billing", 1).await;
+    unseen_until_committed_then_alerted_once(pool, in_flight).await;
+    assert_eq!(latest_top_error(pool).await, "Ledger write timed out");
+}
+
+/// The worker transaction `in_flight` is still open: an evaluation now does not see its group;
+/// once it commits, the next evaluation alerts it, once, and the one after that finds nothing.
+async fn unseen_until_committed_then_alerted_once(
+    pool: &sqlx::PgPool,
+    in_flight: sqlx::Transaction<'static, sqlx::Postgres>,
+) {
     assert!(
         evaluate(pool, Utc::now()).await.unwrap().is_empty(),
         "not committed yet"
     );
     in_flight.commit().await.unwrap();
-
     let firings = evaluate_settled(pool).await;
-    assert_eq!(
-        firings.len(),
-        1,
-        "the late group is alerted by the next evaluation"
-    );
+    assert_eq!(firings.len(), 1, "alerted by the next evaluation");
     assert_eq!(firings[0].count, 1);
-    assert_eq!(latest_top_error(pool).await, "Ledger write timed out");
     assert!(evaluate_settled(pool).await.is_empty(), "and only once");
     assert_eq!(notification_count(pool).await, 1);
 }
@@ -115,21 +119,7 @@ async fn a_regression_committed_after_an_evaluation_began_is_alerted_once_by_the
     // The worker's transaction reopens the group (regressed_at: its start) and is still open
     // when the next evaluation runs.
     let in_flight = begin_ingest(pool, "Cache miss storm", Level::Error, "backend", 1).await;
-    assert!(
-        evaluate(pool, Utc::now()).await.unwrap().is_empty(),
-        "not committed yet"
-    );
-    in_flight.commit().await.unwrap();
-
-    let firings = evaluate_settled(pool).await;
-    assert_eq!(
-        firings.len(),
-        1,
-        "the late regression is alerted by the next evaluation"
-    );
-    assert_eq!(firings[0].count, 1);
-    assert!(evaluate_settled(pool).await.is_empty(), "and only once");
-    assert_eq!(notification_count(pool).await, 1);
+    unseen_until_committed_then_alerted_once(pool, in_flight).await;
 }
 
 /// Letters only (g..z), so the fingerprint, which ignores numbers and hex, tells them apart.
