@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use faultline_shared::domain::ErrorEvent;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 use uuid::Uuid;
 
 /// The columns an event and a group's latest sample share, one element per row. They borrow
@@ -25,6 +27,22 @@ pub struct SampleColumns<'a> {
 }
 
 impl<'a> SampleColumns<'a> {
+    /// Binds the ten sample columns to `query`, in the order both statements list them (events and
+    /// group upserts store the same sample).
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.level)
+            .bind(&self.message)
+            .bind(&self.stack_trace)
+            .bind(&self.context)
+            .bind(&self.source)
+            .bind(&self.environment)
+            .bind(&self.url)
+            .bind(&self.user_agent)
+            .bind(&self.ip_address)
+            .bind(&self.release)
+    }
+
     pub fn push(&mut self, e: &'a ErrorEvent) {
         self.level.push(e.level.as_str());
         self.message.push(&e.message);
@@ -57,7 +75,7 @@ pub async fn insert_events(
     conn: &mut PgConnection,
     rows: &EventRows<'_>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let ids: Vec<(Uuid,)> = sqlx::query_as(
+    let query = sqlx::query(
         "INSERT INTO events (id, project_id, group_id, received_at, level, message, stack_trace,
                              context, source, environment, url, user_agent, ip_address, release, extra)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[],
@@ -69,21 +87,14 @@ pub async fn insert_events(
     .bind(&rows.id)
     .bind(&rows.project_id)
     .bind(&rows.group_id)
-    .bind(&rows.received_at)
-    .bind(&rows.sample.level)
-    .bind(&rows.sample.message)
-    .bind(&rows.sample.stack_trace)
-    .bind(&rows.sample.context)
-    .bind(&rows.sample.source)
-    .bind(&rows.sample.environment)
-    .bind(&rows.sample.url)
-    .bind(&rows.sample.user_agent)
-    .bind(&rows.sample.ip_address)
-    .bind(&rows.sample.release)
-    .bind(&rows.extra)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(ids.into_iter().map(|(id,)| id).collect())
+    .bind(&rows.received_at);
+    let rows = rows
+        .sample
+        .bind(query)
+        .bind(&rows.extra)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|row| row.try_get::<Uuid, _>(0)).collect()
 }
 
 /// Column arrays of the group upserts, one element per (project, fingerprint), sorted by id.
@@ -113,7 +124,7 @@ pub async fn upsert_groups(
     conn: &mut PgConnection,
     rows: &GroupRows<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "WITH up AS (
          INSERT INTO error_groups AS g (id, project_id, fingerprint, grouping_version,
                 normalized_message, grouping_frames, custom_fingerprint, level, message, stack_trace,
@@ -158,23 +169,15 @@ pub async fn upsert_groups(
     .bind(&rows.version)
     .bind(&rows.normalized_message)
     .bind(&rows.frames)
-    .bind(&rows.custom)
-    .bind(&rows.sample.level)
-    .bind(&rows.sample.message)
-    .bind(&rows.sample.stack_trace)
-    .bind(&rows.sample.context)
-    .bind(&rows.sample.source)
-    .bind(&rows.sample.environment)
-    .bind(&rows.sample.url)
-    .bind(&rows.sample.user_agent)
-    .bind(&rows.sample.ip_address)
-    .bind(&rows.sample.release)
-    .bind(&rows.latest_event_id)
-    .bind(&rows.count)
-    .bind(&rows.first_seen)
-    .bind(&rows.last_seen)
-    .execute(&mut *conn)
-    .await?;
+    .bind(&rows.custom);
+    rows.sample
+        .bind(query)
+        .bind(&rows.latest_event_id)
+        .bind(&rows.count)
+        .bind(&rows.first_seen)
+        .bind(&rows.last_seen)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
