@@ -5,7 +5,8 @@ import http.client, sys, time, json
 port, key, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 paths = [
     "/api/errors", "/api/errors?level=error", "/api/errors?source=frontend",
-    "/api/errors?environment=staging", "/api/errors?resolved=false", "/api/errors?q=module%2042",
+    "/api/errors?environment=canary", "/api/errors?source=cron",
+    "/api/errors?environment=staging", "/api/errors?resolved=false&source=cron", "/api/errors?resolved=false", "/api/errors?q=module%2042",
     "/api/errors?since=2026-11-22T00:00:00Z", "/api/errors?sort=count", "/api/errors?sort=first_seen&order=asc",
     "/api/errors?offset=5000", "/api/stats", "/api/analytics/trends?period=week&group_by=day",
     "/api/analytics/trends?period=month&group_by=day", "/api/analytics/trends?period=day&group_by=hour",

@@ -1,5 +1,6 @@
 -- 100,000 groups and 2,000,000 events over the last 30 days in the default project, with minute
--- rollups derived from the events (as the worker would write them).
+-- rollups derived from the events (as the worker would write them). 20 groups are in environment
+-- `canary` and 20 come from source `cron`: the rare filters, which must not read the whole project.
 \timing on
 SET synchronous_commit = off;
 INSERT INTO error_groups (id, project_id, fingerprint, grouping_version, normalized_message, level, message,
@@ -8,8 +9,8 @@ SELECT md5('g' || g)::uuid, '00000000-0000-0000-0000-000000000001', md5('g' || g
        'failure <int> in module ' || (g % 997),
        (ARRAY['error','warning','info','debug'])[1 + g % 4],
        'failure ' || g || ' in module ' || (g % 997),
-       (ARRAY['backend','frontend','api','worker','mobile'])[1 + g % 5],
-       (ARRAY['production','staging','development'])[1 + g % 3],
+       CASE WHEN g % 5000 = 1 THEN 'cron' ELSE (ARRAY['backend','frontend','api','worker','mobile'])[1 + g % 5] END,
+       CASE WHEN g % 5000 = 0 THEN 'canary' ELSE (ARRAY['production','staging','development'])[1 + g % 3] END,
        20,
        now() - interval '30 days' + (g % 1000) * interval '1 minute',
        now() - (g * interval '25 seconds'),

@@ -229,7 +229,7 @@ pub async fn run(
     while !*shutdown.borrow() {
         // Each connection starts with a small window (a queue may be full of large messages).
         let mut window = Window::new(settings.prefetch_bytes, settings.prefetch, in_hand);
-        let opened = open(&settings, &topology, window.initial()).await;
+        let opened = open(&settings, &topology, window.messages()).await;
         let (conn, channel, dead, mut consumer) = match opened {
             Ok(parts) => parts,
             Err(e) => {

@@ -46,11 +46,6 @@ impl Window {
         }
     }
 
-    /// The prefetch of the first consumer.
-    pub fn initial(&self) -> u16 {
-        self.current
-    }
-
     /// Messages the broker may have out to this consumer now.
     pub fn messages(&self) -> u16 {
         self.current
@@ -102,7 +97,7 @@ mod tests {
     #[test]
     fn starts_small_until_sizes_are_known() {
         let w = Window::new(24 * MIB, 1024, 3);
-        assert_eq!(w.initial(), 24);
+        assert_eq!(w.messages(), 24);
         assert_eq!(w.messages(), 24);
     }
 
