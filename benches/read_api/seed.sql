@@ -31,6 +31,8 @@ SELECT project_id, date_trunc('minute', received_at), group_id, level, environme
 FROM events GROUP BY 1, 2, 3, 4, 5;
 INSERT INTO error_group_search (group_id, project_id, message)
 SELECT id, project_id, message FROM error_groups;
+INSERT INTO error_group_activity (group_id, project_id, count, last_seen)
+SELECT id, project_id, count, last_seen FROM error_groups;
 INSERT INTO error_resolutions (project_id, group_id, opened_at, resolved_at)
 SELECT project_id, id, first_seen, resolved_at FROM error_groups WHERE resolved;
 ANALYZE;

@@ -209,9 +209,9 @@ async fn scrape(port: u16) -> BTreeMap<String, f64> {
 }
 
 /// Stores `groups` groups in a project of their own (`history`), as the worker would have left
-/// them after 30 days: one per-minute row and one search row each, spread over the month. The
-/// bench project's drain query stays cheap; the tables and their indexes are as large as with a
-/// long history.
+/// them after 30 days: one per-minute row, one search row and one activity row each, spread over
+/// the month. The bench project's drain query stays cheap; the tables and their indexes are as
+/// large as with a long history.
 async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let pool = sqlx::PgPool::connect(db_url).await?;
@@ -242,7 +242,10 @@ async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
                  RETURNING id, project_id, message, level, environment, count, last_seen),
              s AS (
                  INSERT INTO error_group_search (group_id, project_id, message)
-                 SELECT id, project_id, message FROM g)
+                 SELECT id, project_id, message FROM g),
+             a AS (
+                 INSERT INTO error_group_activity (group_id, project_id, count, last_seen)
+                 SELECT id, project_id, count, last_seen FROM g)
              INSERT INTO error_counts_minute (project_id, minute, group_id, level, environment, count)
              SELECT project_id, date_trunc('minute', last_seen), id, level, environment, count FROM g",
         )
@@ -261,6 +264,9 @@ async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
     sqlx::query("VACUUM ANALYZE error_group_search")
+        .execute(&pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE error_group_activity")
         .execute(&pool)
         .await?;
     pool.close().await;

@@ -220,6 +220,7 @@ pub async fn write_batch(
             g.last_seen.push(agg.last_seen);
         }
         timed("upsert_groups", store::upsert_groups(&mut *conn, &g)).await?;
+        timed("upsert_activity", store::upsert_activity(&mut *conn, &g)).await?;
 
         let mut r = RollupRows::default();
         for ((project_id, minute, group_id, level, environment), count) in &rollups {

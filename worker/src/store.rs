@@ -181,6 +181,31 @@ pub async fn upsert_groups(
     Ok(())
 }
 
+/// Adds the batch's counts to the groups' activity rows (the list's sort keys, see
+/// migrations/0007_group_activity.sql), in the same transaction and with the same figures as
+/// [`upsert_groups`], so the two never disagree. Rows come sorted by id, as for the groups, so
+/// concurrent batches lock them in one order.
+#[tracing::instrument(skip_all, fields(groups = rows.id.len()))]
+pub async fn upsert_activity(
+    conn: &mut PgConnection,
+    rows: &GroupRows<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO error_group_activity AS a (group_id, project_id, count, last_seen)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[])
+         ON CONFLICT (group_id) DO UPDATE SET
+            count = a.count + EXCLUDED.count,
+            last_seen = GREATEST(a.last_seen, EXCLUDED.last_seen)",
+    )
+    .bind(&rows.id)
+    .bind(&rows.project_id)
+    .bind(&rows.count)
+    .bind(&rows.last_seen)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Per-minute counts, sorted by primary key.
 #[derive(Default)]
 pub struct RollupRows<'a> {

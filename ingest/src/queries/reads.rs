@@ -13,6 +13,13 @@ const GROUP_COLUMNS: &str = "id, level, message, stack_trace, context, source, e
      user_agent, ip_address, url, release, fingerprint, resolved, resolved_at, regressed, \
      regressed_at, reopened_at, count, first_seen, last_seen, created_at, updated_at, \
      latest_event_id, normalized_message, grouping_frames, grouping_version, custom_fingerprint";
+/// The same columns from `error_groups g` but count and last_seen, which the list takes from the
+/// activity row it is sorted by (`a.count, a.last_seen`, appended by the query).
+const GROUP_COLUMNS_G: &str = "g.id, g.level, g.message, g.stack_trace, g.context, g.source, \
+     g.environment, g.user_agent, g.ip_address, g.url, g.release, g.fingerprint, g.resolved, \
+     g.resolved_at, g.regressed, g.regressed_at, g.reopened_at, g.first_seen, g.created_at, \
+     g.updated_at, g.latest_event_id, g.normalized_message, g.grouping_frames, \
+     g.grouping_version, g.custom_fingerprint";
 
 #[derive(Debug, FromRow)]
 pub struct GroupRow {
@@ -94,11 +101,14 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    fn column(self) -> &'static str {
+    /// The sort column and its tie-break, qualified: last_seen and count are read from the
+    /// activity row `a`, whose indexes hold them (migrations/0007_group_activity.sql); first_seen
+    /// from the group `g`.
+    fn columns(self) -> (&'static str, &'static str) {
         match self {
-            SortKey::LastSeen => "last_seen",
-            SortKey::FirstSeen => "first_seen",
-            SortKey::Count => "count",
+            SortKey::LastSeen => ("a.last_seen", "a.group_id"),
+            SortKey::FirstSeen => ("g.first_seen", "g.id"),
+            SortKey::Count => ("a.count", "a.group_id"),
         }
     }
 }
@@ -120,20 +130,22 @@ pub struct ErrorQuery {
     pub offset: i64,
 }
 
+/// The filters of a list query over `error_groups g` (joined with `error_group_activity a` when
+/// `since` or `until` is given, or when the list is sorted by its columns).
 fn push_filters(b: &mut QueryBuilder<Postgres>, project: Uuid, q: &ErrorQuery) {
-    b.push(" WHERE project_id = ").push_bind(project);
+    b.push(" WHERE g.project_id = ").push_bind(project);
     if let Some(level) = q.level {
-        b.push(" AND level = ")
+        b.push(" AND g.level = ")
             .push_bind(level.as_str().to_string());
     }
     if let Some(source) = &q.source {
-        b.push(" AND source = ").push_bind(source.clone());
+        b.push(" AND g.source = ").push_bind(source.clone());
     }
     if let Some(env) = &q.environment {
-        b.push(" AND environment = ").push_bind(env.clone());
+        b.push(" AND g.environment = ").push_bind(env.clone());
     }
     if let Some(resolved) = q.resolved {
-        b.push(" AND resolved = ").push_bind(resolved);
+        b.push(" AND g.resolved = ").push_bind(resolved);
     }
     if let Some(text) = &q.q {
         let escaped = text
@@ -142,18 +154,25 @@ fn push_filters(b: &mut QueryBuilder<Postgres>, project: Uuid, q: &ErrorQuery) {
             .replace('_', "\\_");
         // The trigram index is on `error_group_search` (the group's first message), not on the
         // group row, which the worker rewrites with every batch (migrations/0005_hot_groups.sql).
-        b.push(" AND id IN (SELECT group_id FROM error_group_search WHERE project_id = ")
+        b.push(" AND g.id IN (SELECT group_id FROM error_group_search WHERE project_id = ")
             .push_bind(project)
             .push(" AND message ILIKE ")
             .push_bind(format!("%{escaped}%"))
             .push(" ESCAPE '\\')");
     }
     if let Some(since) = q.since {
-        b.push(" AND last_seen >= ").push_bind(since);
+        b.push(" AND a.last_seen >= ").push_bind(since);
     }
     if let Some(until) = q.until {
-        b.push(" AND last_seen <= ").push_bind(until);
+        b.push(" AND a.last_seen <= ").push_bind(until);
     }
+}
+
+/// The group and its activity row. The activity's `project_id` is given too, so the planner can
+/// walk the sort index of this project alone.
+fn push_activity_join(b: &mut QueryBuilder<Postgres>, project: Uuid) {
+    b.push(" JOIN error_group_activity a ON a.group_id = g.id AND a.project_id = ")
+        .push_bind(project);
 }
 
 /// One page of groups and the total number matching the filters.
@@ -163,20 +182,25 @@ pub async fn list_groups(
     project: Uuid,
     q: &ErrorQuery,
 ) -> Result<(Vec<GroupRow>, i64), sqlx::Error> {
-    let mut count = QueryBuilder::new("SELECT count(*) FROM error_groups");
+    let mut count = QueryBuilder::new("SELECT count(*) FROM error_groups g");
+    if q.since.is_some() || q.until.is_some() {
+        push_activity_join(&mut count, project);
+    }
     push_filters(&mut count, project, q);
     let (total,): (i64,) = count.build_query_as().fetch_one(pool).await?;
 
-    let mut list = QueryBuilder::new(format!("SELECT {GROUP_COLUMNS} FROM error_groups"));
+    // count and last_seen are shown from the activity row, which the list is sorted by.
+    let mut list = QueryBuilder::new(format!(
+        "SELECT {GROUP_COLUMNS_G}, a.count, a.last_seen FROM error_groups g"
+    ));
+    push_activity_join(&mut list, project);
     push_filters(&mut list, project, q);
     let dir = if q.descending { "DESC" } else { "ASC" };
-    list.push(format!(
-        " ORDER BY {col} {dir}, id {dir} LIMIT ",
-        col = q.sort.column()
-    ))
-    .push_bind(q.limit)
-    .push(" OFFSET ")
-    .push_bind(q.offset);
+    let (col, tie) = q.sort.columns();
+    list.push(format!(" ORDER BY {col} {dir}, {tie} {dir} LIMIT "))
+        .push_bind(q.limit)
+        .push(" OFFSET ")
+        .push_bind(q.offset);
     let rows = list.build_query_as().fetch_all(pool).await?;
     Ok((rows, total))
 }
