@@ -247,6 +247,18 @@ async fn listing_filters_sorts_and_pages_the_callers_errors() {
         by(&format!("since={}&until={}", stamp(45), stamp(15))).await,
         ["gamma notice", "beta warning"]
     );
+    // The total is counted three ways (groups alone, activity rows alone, both joined): each must
+    // agree with the list.
+    for (q, expected) in [
+        ("level=error".to_string(), 2),
+        (format!("since={}", stamp(15)), 2),
+        (format!("until={}&source=frontend", stamp(38)), 1),
+        (format!("since={}&until={}", stamp(45), stamp(15)), 2),
+        ("resolved=false".to_string(), 5),
+    ] {
+        let page = get_json(&app, &format!("/api/errors?{q}")).await;
+        assert_eq!(page["total"], expected, "{q}");
+    }
 
     // Paging: totals stay, pages move.
     let page2 = get_json(&app, "/api/errors?limit=2&offset=2").await;

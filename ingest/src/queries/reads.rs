@@ -130,10 +130,32 @@ pub struct ErrorQuery {
     pub offset: i64,
 }
 
-/// The filters of a list query over `error_groups g` (joined with `error_group_activity a` when
-/// `since` or `until` is given, or when the list is sorted by its columns).
-fn push_filters(b: &mut QueryBuilder<Postgres>, project: Uuid, q: &ErrorQuery) {
-    b.push(" WHERE g.project_id = ").push_bind(project);
+impl ErrorQuery {
+    /// Whether a filter reads the group row (rather than only its activity row).
+    fn filters_groups(&self) -> bool {
+        self.level.is_some()
+            || self.source.is_some()
+            || self.environment.is_some()
+            || self.resolved.is_some()
+            || self.q.is_some()
+    }
+
+    fn filters_time(&self) -> bool {
+        self.since.is_some() || self.until.is_some()
+    }
+}
+
+/// The filters of a list query over `error_groups g` joined with `error_group_activity a`, or
+/// over `a` alone when no filter reads the group (`project_column` names the table to take the
+/// project from).
+fn push_filters(
+    b: &mut QueryBuilder<Postgres>,
+    project_column: &str,
+    project: Uuid,
+    q: &ErrorQuery,
+) {
+    b.push(format!(" WHERE {project_column} = "))
+        .push_bind(project);
     if let Some(level) = q.level {
         b.push(" AND g.level = ")
             .push_bind(level.as_str().to_string());
@@ -182,11 +204,19 @@ pub async fn list_groups(
     project: Uuid,
     q: &ErrorQuery,
 ) -> Result<(Vec<GroupRow>, i64), sqlx::Error> {
-    let mut count = QueryBuilder::new("SELECT count(*) FROM error_groups g");
-    if q.since.is_some() || q.until.is_some() {
-        push_activity_join(&mut count, project);
+    // The total reads one table when it can: the groups' filter indexes, or the activity's
+    // last_seen index for a time range (an index-only count either way).
+    let mut count;
+    if !q.filters_groups() {
+        count = QueryBuilder::new("SELECT count(*) FROM error_group_activity a");
+        push_filters(&mut count, "a.project_id", project, q);
+    } else {
+        count = QueryBuilder::new("SELECT count(*) FROM error_groups g");
+        if q.filters_time() {
+            push_activity_join(&mut count, project);
+        }
+        push_filters(&mut count, "g.project_id", project, q);
     }
-    push_filters(&mut count, project, q);
     let (total,): (i64,) = count.build_query_as().fetch_one(pool).await?;
 
     // count and last_seen are shown from the activity row, which the list is sorted by.
@@ -194,7 +224,7 @@ pub async fn list_groups(
         "SELECT {GROUP_COLUMNS_G}, a.count, a.last_seen FROM error_groups g"
     ));
     push_activity_join(&mut list, project);
-    push_filters(&mut list, project, q);
+    push_filters(&mut list, "g.project_id", project, q);
     let dir = if q.descending { "DESC" } else { "ASC" };
     let (col, tie) = q.sort.columns();
     list.push(format!(" ORDER BY {col} {dir}, {tie} {dir} LIMIT "))
