@@ -257,18 +257,11 @@ async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
         .context("seeding groups")?;
         from = to + 1;
     }
-    sqlx::query("VACUUM ANALYZE error_groups")
-        .execute(&pool)
-        .await?;
-    sqlx::query("VACUUM ANALYZE error_counts_minute")
-        .execute(&pool)
-        .await?;
-    sqlx::query("VACUUM ANALYZE error_group_search")
-        .execute(&pool)
-        .await?;
-    sqlx::query("VACUUM ANALYZE error_group_activity")
-        .execute(&pool)
-        .await?;
+    sqlx::query(
+        "VACUUM ANALYZE error_groups, error_counts_minute, error_group_search, error_group_activity",
+    )
+    .execute(&pool)
+    .await?;
     pool.close().await;
     eprintln!(
         "loadgen: seeded {groups} groups of history in {:.1} s",

@@ -98,7 +98,6 @@ mod tests {
     fn starts_small_until_sizes_are_known() {
         let w = Window::new(24 * MIB, 1024, 3);
         assert_eq!(w.messages(), 24);
-        assert_eq!(w.messages(), 24);
     }
 
     #[test]

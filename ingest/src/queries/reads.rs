@@ -8,18 +8,14 @@ use serde_json::{Value, json};
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// The columns of an error group shown by the API (the contract's error object).
+/// The columns of an error group shown by the API (the contract's error object), but `count` and
+/// `last_seen`: the detail reads those from the group, the list from the activity row it is sorted
+/// by. Unqualified, so they also name the group's columns when the list joins
+/// `error_group_activity` (which has none of these names).
 const GROUP_COLUMNS: &str = "id, level, message, stack_trace, context, source, environment, \
      user_agent, ip_address, url, release, fingerprint, resolved, resolved_at, regressed, \
-     regressed_at, reopened_at, count, first_seen, last_seen, created_at, updated_at, \
-     latest_event_id, normalized_message, grouping_frames, grouping_version, custom_fingerprint";
-/// The same columns from `error_groups g` but count and last_seen, which the list takes from the
-/// activity row it is sorted by (`a.count, a.last_seen`, appended by the query).
-const GROUP_COLUMNS_G: &str = "g.id, g.level, g.message, g.stack_trace, g.context, g.source, \
-     g.environment, g.user_agent, g.ip_address, g.url, g.release, g.fingerprint, g.resolved, \
-     g.resolved_at, g.regressed, g.regressed_at, g.reopened_at, g.first_seen, g.created_at, \
-     g.updated_at, g.latest_event_id, g.normalized_message, g.grouping_frames, \
-     g.grouping_version, g.custom_fingerprint";
+     regressed_at, reopened_at, first_seen, created_at, updated_at, latest_event_id, \
+     normalized_message, grouping_frames, grouping_version, custom_fingerprint";
 
 #[derive(Debug, FromRow)]
 pub struct GroupRow {
@@ -206,22 +202,23 @@ pub async fn list_groups(
 ) -> Result<(Vec<GroupRow>, i64), sqlx::Error> {
     // The total reads one table when it can: the groups' filter indexes, or the activity's
     // last_seen index for a time range (an index-only count either way).
-    let mut count;
-    if !q.filters_groups() {
-        count = QueryBuilder::new("SELECT count(*) FROM error_group_activity a");
-        push_filters(&mut count, "a.project_id", project, q);
-    } else {
-        count = QueryBuilder::new("SELECT count(*) FROM error_groups g");
+    let mut count = if q.filters_groups() {
+        let mut b = QueryBuilder::new("SELECT count(*) FROM error_groups g");
         if q.filters_time() {
-            push_activity_join(&mut count, project);
+            push_activity_join(&mut b, project);
         }
-        push_filters(&mut count, "g.project_id", project, q);
-    }
+        push_filters(&mut b, "g.project_id", project, q);
+        b
+    } else {
+        let mut b = QueryBuilder::new("SELECT count(*) FROM error_group_activity a");
+        push_filters(&mut b, "a.project_id", project, q);
+        b
+    };
     let (total,): (i64,) = count.build_query_as().fetch_one(pool).await?;
 
     // count and last_seen are shown from the activity row, which the list is sorted by.
     let mut list = QueryBuilder::new(format!(
-        "SELECT {GROUP_COLUMNS_G}, a.count, a.last_seen FROM error_groups g"
+        "SELECT {GROUP_COLUMNS}, a.count, a.last_seen FROM error_groups g"
     ));
     push_activity_join(&mut list, project);
     push_filters(&mut list, "g.project_id", project, q);
@@ -242,7 +239,7 @@ pub async fn find_group(
     id: Uuid,
 ) -> Result<Option<GroupRow>, sqlx::Error> {
     let mut b = QueryBuilder::new(format!(
-        "SELECT {GROUP_COLUMNS} FROM error_groups WHERE id = "
+        "SELECT {GROUP_COLUMNS}, count, last_seen FROM error_groups WHERE id = "
     ));
     b.push_bind(id)
         .push(" AND project_id = ")
