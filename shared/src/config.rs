@@ -90,7 +90,8 @@ pub struct IngestSettings {
     pub key_cache_ttl: Duration,
     /// How long a publish may wait for the broker's confirm before the request answers 503.
     pub publish_timeout: Duration,
-    /// Publishes awaiting confirmation at once (each carries many events: group commit).
+    /// Messages awaiting confirmation at once. Only one of them may be partly filled; the rest
+    /// are full (`publish_max_events`) messages of a load that outruns the confirms.
     pub publish_max_in_flight: usize,
     /// Most events put in one broker message by the group-commit publisher.
     pub publish_max_events: usize,

@@ -585,6 +585,22 @@ impl OwnRabbit {
         }
     }
 
+    /// Freezes the node (SIGSTOP to it and its helpers): connections stay open, but nothing is
+    /// read, routed or confirmed until [`OwnRabbit::resume`], as in a long stall of the node or
+    /// its disk. Dropping a frozen node still kills it.
+    pub fn pause(&self) {
+        if let Some(server) = &self.server {
+            signal_group(server.pgid, "STOP");
+        }
+    }
+
+    /// Lets a node frozen by [`OwnRabbit::pause`] run again.
+    pub fn resume(&self) {
+        if let Some(server) = &self.server {
+            signal_group(server.pgid, "CONT");
+        }
+    }
+
     /// A crash: SIGKILL to the node and its helpers, nothing flushed beyond what was confirmed.
     pub async fn kill(&mut self) {
         if let Some(server) = self.server.take() {

@@ -1,0 +1,111 @@
+//! The group-commit publisher on a RabbitMQ node of the test's own, which the test freezes
+//! (SIGSTOP) so that no confirm can come back: what the publisher sends meanwhile shows how it
+//! packs events into messages. The shared broker is never touched.
+
+use faultline_shared::{
+    queue::{self, Topology},
+    testkit::{self, OwnRabbit},
+};
+use ingest::publisher::{PublishError, Publisher, PublisherConfig};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+fn start(rabbit: &OwnRabbit, max_events: usize) -> (Publisher, Topology) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let topology = Topology::new(&format!("test_{}", testkit::unique_tag()));
+    let publisher = Publisher::start(PublisherConfig {
+        amqp_url: rabbit.url(),
+        topology: topology.clone(),
+        max_in_flight: 16,
+        max_events,
+        confirm_timeout: Duration::from_secs(30),
+    });
+    (publisher, topology)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One single-event publish, as one `POST /api/errors` makes.
+fn publish(publisher: &Publisher, n: usize) -> JoinHandle<Result<(), PublishError>> {
+    let publisher = publisher.clone();
+    tokio::spawn(async move {
+        publisher
+            .publish(vec![format!("{{\"n\":{n}}}").into_bytes()])
+            .await
+    })
+}
+
+async fn messages_in_queue(rabbit: &OwnRabbit, topology: &Topology) -> u32 {
+    let conn = queue::connect(&rabbit.url(), "faultline-test")
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let (messages, _) = queue::queue_depth(&channel, &topology.queue).await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_arriving_while_a_message_awaits_its_confirm_share_the_next_message() {
+    let rabbit = OwnRabbit::new().await;
+    let (publisher, topology) = start(&rabbit, 500);
+    until("the publisher to connect", || publisher.is_connected()).await;
+
+    rabbit.pause();
+    let first = publish(&publisher, 0);
+    until("the first message", || publisher.messages_sent() == 1).await;
+    let rest: Vec<_> = (1..=50).map(|n| publish(&publisher, n)).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        publisher.messages_sent(),
+        1,
+        "the next requests wait for the first message's confirm instead of going out one by one"
+    );
+
+    rabbit.resume();
+    first.await.unwrap().expect("the first event is confirmed");
+    for request in rest {
+        request.await.unwrap().expect("every event is confirmed");
+    }
+    assert_eq!(publisher.messages_sent(), 2, "the 50 went out together");
+    assert_eq!(messages_in_queue(&rabbit, &topology).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_messages_go_out_without_waiting_for_the_confirm_of_an_earlier_one() {
+    let rabbit = OwnRabbit::new().await;
+    let (publisher, topology) = start(&rabbit, 10);
+    until("the publisher to connect", || publisher.is_connected()).await;
+
+    rabbit.pause();
+    let first = publish(&publisher, 0);
+    until("the first message", || publisher.messages_sent() == 1).await;
+    let rest: Vec<_> = (1..=30).map(|n| publish(&publisher, n)).collect();
+    // Three full messages of 10 events, sent while the first is still unconfirmed: a slow broker
+    // does not cap throughput at one message per round trip.
+    until("three full messages besides the first", || {
+        publisher.messages_sent() >= 4
+    })
+    .await;
+
+    rabbit.resume();
+    first.await.unwrap().expect("the first event is confirmed");
+    for request in rest {
+        request.await.unwrap().expect("every event is confirmed");
+    }
+    assert_eq!(
+        publisher.messages_sent(),
+        4,
+        "the 31 events went out as 1 + 3 full messages"
+    );
+    assert_eq!(messages_in_queue(&rabbit, &topology).await, 4);
+}
