@@ -205,7 +205,8 @@ async fn run(
             pending.push(first);
             pending.take_queued(&mut rx, config.max_events);
             // A message that is not full waits for the previous one's confirm, taking in what
-            // arrives meanwhile. The wait is bounded by that confirm's timeout.
+            // arrives meanwhile. The wait is bounded by that confirm's timeout, and a lost
+            // connection ends it at once: lapin fails the confirms in flight on a channel error.
             let mut partial_permit = None;
             while pending.events < config.max_events {
                 tokio::select! {

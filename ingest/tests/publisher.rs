@@ -109,3 +109,42 @@ async fn full_messages_go_out_without_waiting_for_the_confirm_of_an_earlier_one(
     );
     assert_eq!(messages_in_queue(&rabbit, &topology).await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_broker_dies_under_an_unconfirmed_message_the_waiting_requests_fail_and_publishing_resumes_once_it_is_back()
+ {
+    let mut rabbit = OwnRabbit::new().await;
+    let (publisher, _) = start(&rabbit, 500);
+    until("the publisher to connect", || publisher.is_connected()).await;
+
+    rabbit.pause();
+    let first = publish(&publisher, 0);
+    until("the first message", || publisher.messages_sent() == 1).await;
+    let waiting = publish(&publisher, 1);
+    rabbit.kill().await;
+    // Neither is confirmed: both requests would answer 503, never 202.
+    assert!(first.await.unwrap().is_err());
+    assert!(waiting.await.unwrap().is_err());
+
+    // Same node, same data: the publisher reconnects by itself, and its one slot for a partly
+    // filled message was given back (a leaked slot would hold every later request until timeout).
+    rabbit.start().await;
+    let sent_before_restart = publisher.messages_sent();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match publish(&publisher, 2).await.unwrap() {
+            Ok(()) => break,
+            // Refused while reconnecting, as a client would be told with a 503: it retries.
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still refused 60 s after the broker came back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let next = publish(&publisher, 3);
+    next.await.unwrap().expect("publishing goes on normally");
+    assert_eq!(publisher.messages_sent() - sent_before_restart, 2);
+}
