@@ -44,6 +44,20 @@ fn publish(publisher: &Publisher, n: usize) -> JoinHandle<Result<(), PublishErro
     })
 }
 
+/// A connected publisher whose broker is then frozen with one single-event message sent to it
+/// and unconfirmed (the request behind it is returned).
+async fn frozen_with_one_unconfirmed(
+    rabbit: &OwnRabbit,
+    max_events: usize,
+) -> (Publisher, Topology, JoinHandle<Result<(), PublishError>>) {
+    let (publisher, topology) = start(rabbit, max_events);
+    until("the publisher to connect", || publisher.is_connected()).await;
+    rabbit.pause();
+    let first = publish(&publisher, 0);
+    until("the first message", || publisher.messages_sent() == 1).await;
+    (publisher, topology, first)
+}
+
 async fn messages_in_queue(rabbit: &OwnRabbit, topology: &Topology) -> u32 {
     let conn = queue::connect(&rabbit.url(), "faultline-test")
         .await
@@ -57,12 +71,7 @@ async fn messages_in_queue(rabbit: &OwnRabbit, topology: &Topology) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_arriving_while_a_message_awaits_its_confirm_share_the_next_message() {
     let rabbit = OwnRabbit::new().await;
-    let (publisher, topology) = start(&rabbit, 500);
-    until("the publisher to connect", || publisher.is_connected()).await;
-
-    rabbit.pause();
-    let first = publish(&publisher, 0);
-    until("the first message", || publisher.messages_sent() == 1).await;
+    let (publisher, topology, first) = frozen_with_one_unconfirmed(&rabbit, 500).await;
     let rest: Vec<_> = (1..=50).map(|n| publish(&publisher, n)).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -83,12 +92,7 @@ async fn requests_arriving_while_a_message_awaits_its_confirm_share_the_next_mes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_messages_go_out_without_waiting_for_the_confirm_of_an_earlier_one() {
     let rabbit = OwnRabbit::new().await;
-    let (publisher, topology) = start(&rabbit, 10);
-    until("the publisher to connect", || publisher.is_connected()).await;
-
-    rabbit.pause();
-    let first = publish(&publisher, 0);
-    until("the first message", || publisher.messages_sent() == 1).await;
+    let (publisher, topology, first) = frozen_with_one_unconfirmed(&rabbit, 10).await;
     let rest: Vec<_> = (1..=30).map(|n| publish(&publisher, n)).collect();
     // Three full messages of 10 events, sent while the first is still unconfirmed: a slow broker
     // does not cap throughput at one message per round trip.
@@ -114,12 +118,7 @@ async fn full_messages_go_out_without_waiting_for_the_confirm_of_an_earlier_one(
 async fn when_the_broker_dies_under_an_unconfirmed_message_the_waiting_requests_fail_and_publishing_resumes_once_it_is_back()
  {
     let mut rabbit = OwnRabbit::new().await;
-    let (publisher, _) = start(&rabbit, 500);
-    until("the publisher to connect", || publisher.is_connected()).await;
-
-    rabbit.pause();
-    let first = publish(&publisher, 0);
-    until("the first message", || publisher.messages_sent() == 1).await;
+    let (publisher, _, first) = frozen_with_one_unconfirmed(&rabbit, 500).await;
     let waiting = publish(&publisher, 1);
     rabbit.kill().await;
     // Neither is confirmed: both requests would answer 503, never 202.
