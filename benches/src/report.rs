@@ -196,6 +196,32 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
 }
 
 /// The summary printed for people (on stderr; stdout carries the JSON line).
+/// Each process's CPU time over the load and the drain, in µs per accepted event: the figure to
+/// compare between runs whose rates differ, and the one a target rate divides the cores by
+/// (20,000 events/s on 2 cores leaves 100 µs per event for all processes together).
+pub fn cpu_per_event(
+    load: &CpuUse,
+    drain: Option<&CpuUse>,
+    events: u64,
+) -> Option<BTreeMap<String, f64>> {
+    if events == 0 {
+        return None;
+    }
+    let mut core_secs: BTreeMap<String, f64> = BTreeMap::new();
+    for c in std::iter::once(load).chain(drain) {
+        *core_secs.entry("machine".to_string()).or_default() += c.machine_cores * c.seconds;
+        for (process, cores) in &c.cores_by_process {
+            *core_secs.entry(process.clone()).or_default() += cores * c.seconds;
+        }
+    }
+    Some(
+        core_secs
+            .into_iter()
+            .map(|(process, secs)| (process, secs * 1e6 / events as f64))
+            .collect(),
+    )
+}
+
 pub fn human(r: &RunResult) -> String {
     let mut s = String::new();
     let offered = r
@@ -282,6 +308,21 @@ pub fn human(r: &RunResult) -> String {
     if let Some(c) = &r.cpu_during_drain {
         let _ = writeln!(s, "  cpu during drain: {}", cpu(c));
     }
+    if let Some(per_event) = cpu_per_event(
+        &r.cpu_during_load,
+        r.cpu_during_drain.as_ref(),
+        r.events_accepted,
+    ) {
+        let by: Vec<String> = per_event
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  µs of cpu per accepted event (load and drain): {}",
+            by.join(", ")
+        );
+    }
     if let Some(st) = &r.stack {
         let mem = |m: &Option<Memory>| {
             m.map(|m| {
@@ -353,4 +394,35 @@ pub fn human(r: &RunResult) -> String {
         r.machine, r.loadavg_before, r.loadavg_after
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(seconds: f64, machine: f64, by: &[(&str, f64)]) -> CpuUse {
+        CpuUse {
+            seconds,
+            machine_cores: machine,
+            cores_by_process: by.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            cpu_pressure_pct: 0.0,
+            io_pressure_pct: 0.0,
+        }
+    }
+
+    #[test]
+    fn cpu_per_event_adds_the_drain_to_the_load_and_divides_by_the_events() {
+        let load = usage(20.0, 1.8, &[("ingest", 0.5), ("postgres", 0.4)]);
+        let drain = usage(2.0, 0.6, &[("postgres", 0.5), ("worker", 0.1)]);
+        let per_event = cpu_per_event(&load, Some(&drain), 100_000).unwrap();
+        // ingest: 0.5 cores x 20 s = 10 core-s over 100,000 events = 100 µs each.
+        assert!((per_event["ingest"] - 100.0).abs() < 1e-9);
+        // postgres: 0.4 x 20 + 0.5 x 2 = 9 core-s: 90 µs.
+        assert!((per_event["postgres"] - 90.0).abs() < 1e-9);
+        // worker worked only in the drain: 0.2 core-s: 2 µs.
+        assert!((per_event["worker"] - 2.0).abs() < 1e-9);
+        // machine: 36 + 1.2 = 37.2 core-s: 372 µs.
+        assert!((per_event["machine"] - 372.0).abs() < 1e-9);
+        assert!(cpu_per_event(&load, None, 0).is_none());
+    }
 }
