@@ -195,7 +195,6 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
     })
 }
 
-/// The summary printed for people (on stderr; stdout carries the JSON line).
 /// Each process's CPU time over the load and the drain, in µs per accepted event: the figure to
 /// compare between runs whose rates differ, and the one a target rate divides the cores by
 /// (20,000 events/s on 2 cores leaves 100 µs per event for all processes together).
@@ -222,6 +221,7 @@ pub fn cpu_per_event(
     )
 }
 
+/// The summary printed for people (on stderr; stdout carries the JSON line).
 pub fn human(r: &RunResult) -> String {
     let mut s = String::new();
     let offered = r
