@@ -15,6 +15,17 @@
 //! next call asks for all of them at once (`ARGV[3]` slots). The script grants the first `k` that
 //! fit, exactly as `k` single calls would, so the limit stays exact, while a busy key costs one
 //! Redis round trip per round instead of one per request.
+//!
+//! Far from the limit, a request does not wait for Redis at all. Each answer says how much budget
+//! is left; while that is at least [`LOCAL_MIN`], this instance may admit up to
+//! 1/[`LOCAL_SHARE`] of it on its own before the next answer, and the next script call debits
+//! those admissions first (`ARGV[4]`), before it grants anything else. Waiting for the round trip
+//! cost a busy key ~20–30 µs of CPU and a Redis round trip of latency per request (RESULTS.md,
+//! "What the rate-limit step costs now"). One instance stays exact: it never admits more than the
+//! budget its last answer reported. Several instances can each spend their share of the same
+//! answer before seeing each other's debits; with at most `LOCAL_SHARE` of them busy on one key
+//! that still cannot pass the limit, and near it (under `LOCAL_MIN` left) every request asks
+//! Redis, as before.
 
 use crate::{
     AppState,
@@ -31,7 +42,7 @@ use axum::{
 };
 use faultline_shared::{config::AccessSettings, db::KeyRecord};
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -42,30 +53,31 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// KEYS[1]: the bucket. ARGV[1]: limit (requests per window), ARGV[2]: window in ms, ARGV[3]:
-/// how many requests ask at once (n). Grants the first `granted` of them, as many as `n` single
-/// calls in a row would have. Returns {granted, remaining, retry_after_ms, reset_ms, now_ms}:
+/// how many requests ask at once (n), ARGV[4]: how many were already admitted locally (debited
+/// first, unconditionally: they have passed). Grants the first `granted` of the `n`, as many as
+/// `n` single calls in a row would have. Returns {granted, remaining, retry_after_ms, reset_ms, now_ms}:
 /// `remaining` after the last granted one, `retry_after_ms` until one more would pass (0 when all
 /// were granted), `reset_ms` until the bucket is full again. Integer arithmetic only (Lua numbers
 /// are doubles; ms fit exactly).
 const GCRA: &str = r#"
 local limit = tonumber(ARGV[1])
 local n = tonumber(ARGV[3])
+local debit = tonumber(ARGV[4])
 local interval = math.max(1, math.floor(tonumber(ARGV[2]) / limit))
 local tolerance = interval * limit
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
+tat = tat + debit * interval
 local granted = math.floor((now + tolerance - tat) / interval)
 if granted > n then granted = n end
 if granted < 0 then granted = 0 end
-if granted > 0 then
-  tat = tat + granted * interval
-  redis.call('SET', KEYS[1], tat, 'PX', tat - now)
-end
+tat = tat + granted * interval
+if tat > now then redis.call('SET', KEYS[1], tat, 'PX', tat - now) end
 local retry = 0
 if granted < n then retry = tat + interval - tolerance - now end
-return {granted, math.floor((now + tolerance - tat) / interval), retry, tat - now, now}
+return {granted, math.max(0, math.floor((now + tolerance - tat) / interval)), retry, tat - now, now}
 "#;
 
 /// Longest a rate-limit check may wait for Redis before the request passes unchecked.
@@ -74,10 +86,21 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 const BACKOFF: Duration = Duration::from_secs(1);
 /// At most one "failing open" warning per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(30);
+/// Below this much budget left (as the last answer reported it), every request asks Redis.
+pub const LOCAL_MIN: u64 = 64;
+/// Of the budget the last answer reported, this instance admits at most `1 / LOCAL_SHARE` on its
+/// own before the next answer; as many instances as this can do so on one key without passing
+/// its limit.
+pub const LOCAL_SHARE: u64 = 8;
+/// How long an answer's budget may be spent locally: other instances spend it too, so an old
+/// answer is not trusted. A busy key gets a fresh answer every round trip anyway.
+const LOCAL_VALID: Duration = Duration::from_secs(1);
+/// Buckets held before the first sweep drops those neither running nor spendable.
+const SWEEP_AT: usize = 4096;
 
 /// What a request is counted against. The contract's defaults: ingest 1000/min, analytics
 /// 100/min, other API 500/min.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Ingest,
     Analytics,
@@ -132,22 +155,102 @@ impl Decision {
     }
 }
 
-/// Requests waiting for the next script call on one bucket: (bucket, limit) → their answers.
-type Waiting = HashMap<(String, u32), Vec<oneshot::Sender<Option<Decision>>>>;
+/// One bucket as this instance sees it: (key, scope, limit).
+type BucketId = (Uuid, Scope, u32);
 
-/// Frees a bucket whose rounds ended without freeing it themselves.
+/// This instance's state of one bucket, kept while a task runs its rounds or its last answer's
+/// budget may still be spent locally.
+#[derive(Default)]
+struct Bucket {
+    /// Requests waiting for the next script call's answer.
+    waiting: Vec<oneshot::Sender<Option<Decision>>>,
+    /// Requests admitted locally that Redis has not been told of: the next call debits them.
+    debit: u64,
+    /// How many more requests may be admitted locally before the next answer.
+    allowance: u64,
+    /// Until when (Unix ms) `allowance` may be spent.
+    valid_until_ms: u64,
+    /// The last answer, and how many were admitted locally since (the headers' remaining budget).
+    last: Option<Round>,
+    admitted_since: u64,
+    /// Whether a task runs this bucket's rounds ([`RateLimiter::rounds`]).
+    running: bool,
+}
+
+impl Bucket {
+    /// Admits one request without asking Redis, when the last answer's budget allows it.
+    fn admit_locally(&mut self, now_ms: u64) -> Option<Decision> {
+        if self.allowance == 0 || now_ms >= self.valid_until_ms {
+            return None;
+        }
+        let last = self.last?;
+        self.allowance -= 1;
+        self.debit += 1;
+        self.admitted_since += 1;
+        Some(last.after_local(self.admitted_since))
+    }
+
+    /// Takes in an answer. Requests admitted locally while it was on its way are not in its
+    /// figures: they are still to be debited and come off the new allowance.
+    fn answered(&mut self, round: Option<Round>, now_ms: u64) {
+        match round {
+            Some(round) => {
+                let share = if round.remaining >= LOCAL_MIN {
+                    round.remaining / LOCAL_SHARE
+                } else {
+                    0
+                };
+                self.allowance = share.saturating_sub(self.debit);
+                self.valid_until_ms = now_ms + LOCAL_VALID.as_millis() as u64;
+                self.admitted_since = self.debit;
+                self.last = Some(round);
+            }
+            // Redis is failing: requests pass unchecked for a while (fail open), and what was
+            // admitted meanwhile is not owed once it is back.
+            None => {
+                *self = Bucket {
+                    waiting: std::mem::take(&mut self.waiting),
+                    running: self.running,
+                    ..Bucket::default()
+                }
+            }
+        }
+    }
+}
+
+/// This instance's buckets. Idle ones are dropped in sweeps, each once the map has doubled since
+/// the last, so a sweep costs O(1) per check.
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<BucketId, Bucket>,
+    sweep_at: usize,
+}
+
+impl Buckets {
+    fn sweep(&mut self, now_ms: u64) {
+        if self.map.len() >= self.sweep_at.max(SWEEP_AT) {
+            self.map
+                .retain(|_, b| b.running || b.valid_until_ms > now_ms);
+            self.sweep_at = self.map.len() * 2;
+        }
+    }
+}
+
+/// Frees a bucket whose rounds ended without freeing it themselves (a panic): its waiters are
+/// dropped, which answers them `None` (pass).
 struct Leaving {
-    waiting: Arc<Mutex<Waiting>>,
-    key: Option<(String, u32)>,
+    buckets: Arc<Mutex<Buckets>>,
+    id: Option<BucketId>,
 }
 
 impl Drop for Leaving {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.waiting
+        if let Some(id) = self.id.take() {
+            self.buckets
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+                .map
+                .remove(&id);
         }
     }
 }
@@ -167,6 +270,18 @@ struct Round {
 }
 
 impl Round {
+    /// The decision for a request admitted locally, the `k`-th since this answer: each took one
+    /// more slot off the budget and pushed the bucket's reset one interval further.
+    fn after_local(&self, k: u64) -> Decision {
+        Decision {
+            allowed: true,
+            limit: self.limit,
+            remaining: self.remaining.saturating_sub(k),
+            reset_at: (self.now_ms + self.reset_ms + k * self.interval_ms).div_ceil(1000),
+            wait_seconds: 0,
+        }
+    }
+
     /// The decision for the round's `i`-th request (in arrival order): the first `granted` pass,
     /// each seeing the budget as it was left after it.
     fn nth(&self, i: usize) -> Decision {
@@ -203,9 +318,10 @@ pub struct RateLimiter {
     prefix: String,
     settings: AccessSettings,
     script: Arc<redis::Script>,
-    /// Buckets with a script call in flight, and who waits for the next one. A bucket is present
-    /// exactly while a task runs its rounds ([`RateLimiter::rounds`]).
-    waiting: Arc<Mutex<Waiting>>,
+    /// Buckets with a task running their rounds or budget to spend locally.
+    buckets: Arc<Mutex<Buckets>>,
+    /// Requests admitted locally, without waiting for Redis.
+    local: Arc<AtomicU64>,
     /// Unix ms before which Redis is not asked (set after a failure).
     skip_until_ms: Arc<AtomicU64>,
     /// Unix ms of the last "failing open" warning.
@@ -228,7 +344,8 @@ impl RateLimiter {
             prefix: prefix.to_string(),
             settings,
             script: Arc::new(redis::Script::new(GCRA)),
-            waiting: Arc::default(),
+            buckets: Arc::default(),
+            local: Arc::default(),
             skip_until_ms: Arc::default(),
             warned_at_ms: Arc::default(),
             calls: Arc::default(),
@@ -238,6 +355,26 @@ impl RateLimiter {
     /// How many script calls (rounds) this limiter has made; fewer than checks when they coalesced.
     pub fn script_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// How many requests were admitted locally, on the budget of an earlier answer.
+    pub fn local_admissions(&self) -> u64 {
+        self.local.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every bucket's rounds have ended, so Redis has been told of every request
+    /// admitted locally (what a test reads Redis after).
+    pub async fn settle(&self) {
+        loop {
+            let busy = {
+                let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+                buckets.map.values().any(|b| b.running)
+            };
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The key's limit for `scope`: its own override, else the configured default; 0 = unlimited.
@@ -263,65 +400,87 @@ impl RateLimiter {
             self.fail_open(scope, "Redis failed recently");
             return None;
         }
-        let bucket = format!("{}:ratelimit:{}:{}", self.prefix, scope.as_str(), key.id);
-        let (tx, rx) = oneshot::channel();
-        let lead = {
-            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            match waiting.entry((bucket, limit)) {
-                Entry::Occupied(mut e) => {
-                    e.get_mut().push(tx);
-                    None
-                }
-                Entry::Vacant(e) => {
-                    let bucket = e.key().0.clone();
-                    e.insert(Vec::new());
-                    Some((bucket, tx))
-                }
-            }
+        let id = (key.id, scope, limit);
+        let now = now_ms();
+        let (local, rx, start) = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            buckets.sweep(now);
+            let bucket = buckets.map.entry(id).or_default();
+            let local = bucket.admit_locally(now);
+            let rx = if local.is_none() {
+                let (tx, rx) = oneshot::channel();
+                bucket.waiting.push(tx);
+                Some(rx)
+            } else {
+                None
+            };
+            // Someone must tell Redis: of the debit, or of the new waiter.
+            let start = !bucket.running;
+            bucket.running = true;
+            (local, rx, start)
         };
-        if let Some((bucket, tx)) = lead {
-            tokio::spawn(self.clone().rounds(bucket, limit, scope, tx));
+        if start {
+            tokio::spawn(self.clone().rounds(id));
         }
-        rx.await.unwrap_or(None)
+        match rx {
+            Some(rx) => rx.await.unwrap_or(None),
+            None => {
+                self.local.fetch_add(1, Ordering::Relaxed);
+                local
+            }
+        }
     }
 
-    /// Answers the bucket's requests, one script call per round: first `first`, then whoever
-    /// arrived during the previous call, until a call ends with nobody waiting.
-    async fn rounds(
-        self,
-        bucket: String,
-        limit: u32,
-        scope: Scope,
-        first: oneshot::Sender<Option<Decision>>,
-    ) {
-        let mut senders = vec![first];
+    /// Tells Redis of the bucket's requests, one script call per round: each call debits what was
+    /// admitted locally since the last one and asks for whoever waits, until a call ends with
+    /// nothing new to tell.
+    async fn rounds(self, id: BucketId) {
+        let (key_id, scope, limit) = id;
+        let bucket = format!("{}:ratelimit:{}:{}", self.prefix, scope.as_str(), key_id);
         // Should this task end any other way than below (a panic), the bucket is freed and its
         // waiters are answered `None` (pass) rather than left waiting for a round that never comes.
         let mut guard = Leaving {
-            waiting: self.waiting.clone(),
-            key: Some((bucket, limit)),
+            buckets: self.buckets.clone(),
+            id: Some(id),
         };
         loop {
-            let bucket = &guard.key.as_ref().expect("set until the end").0;
-            let decisions = self.ask(bucket, limit, senders.len(), scope).await;
-            for (i, tx) in senders.drain(..).enumerate() {
-                let _ = tx.send(decisions.as_ref().map(|d| d.nth(i)));
-            }
-            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            let key = guard.key.as_ref().expect("set until the end");
-            match waiting.get_mut(key) {
-                Some(next) if !next.is_empty() => senders = std::mem::take(next),
-                _ => {
-                    waiting.remove(key);
-                    guard.key = None;
+            let (senders, debit) = {
+                let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(b) = buckets.map.get_mut(&id) else {
+                    guard.id = None;
+                    return;
+                };
+                if b.waiting.is_empty() && b.debit == 0 {
+                    b.running = false;
+                    if b.allowance == 0 {
+                        buckets.map.remove(&id);
+                    }
+                    guard.id = None;
                     return;
                 }
+                (std::mem::take(&mut b.waiting), std::mem::take(&mut b.debit))
+            };
+            let round = self.ask(&bucket, limit, senders.len(), debit, scope).await;
+            for (i, tx) in senders.into_iter().enumerate() {
+                let _ = tx.send(round.as_ref().map(|d| d.nth(i)));
+            }
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = buckets.map.get_mut(&id) {
+                b.answered(round, now_ms());
             }
         }
     }
 
-    /// One script call for `n` requests on `bucket`; `None` when Redis could not answer.
-    async fn ask(&self, bucket: &str, limit: u32, n: usize, scope: Scope) -> Option<Round> {
+    /// One script call on `bucket`: debits `debit` requests admitted locally, then asks for `n`
+    /// more; `None` when Redis could not answer.
+    async fn ask(
+        &self,
+        bucket: &str,
+        limit: u32,
+        n: usize,
+        debit: u64,
+        scope: Scope,
+    ) -> Option<Round> {
         let window_ms = self.settings.window.as_millis().max(1) as u64;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let answer = tokio::time::timeout(REDIS_TIMEOUT, async {
@@ -331,13 +490,14 @@ impl RateLimiter {
                 .arg(limit)
                 .arg(window_ms)
                 .arg(n)
+                .arg(debit)
                 .invoke_async::<Vec<i64>>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|_| Err("timed out".to_string()));
-        metrics::histogram!("rate_limit_round_requests").record(n as f64);
+        metrics::histogram!("rate_limit_round_requests").record(n as f64 + debit as f64);
         match answer.as_deref() {
             Ok(&[granted, remaining, retry_ms, reset_ms, now]) => Some(Round {
                 limit,

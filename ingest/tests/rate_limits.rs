@@ -259,35 +259,78 @@ async fn usage_shows_accepted_and_refused_events_by_reason_and_key() {
     app.shutdown().await;
 }
 
+/// A limiter of its own on the shared Redis under `prefix`: `limit` "other" requests per window.
+fn own_limiter(prefix: &str, limit: u32, window: Duration) -> ingest::ratelimit::RateLimiter {
+    use faultline_shared::{config::AccessSettings, testkit};
+    ingest::ratelimit::RateLimiter::new(
+        ingest::redis_handle::RedisHandle::new(&testkit::redis_url()),
+        prefix,
+        AccessSettings {
+            other_limit: limit,
+            window,
+            ..AccessSettings::default()
+        },
+    )
+}
+
+fn key_record() -> faultline_shared::db::KeyRecord {
+    faultline_shared::db::KeyRecord {
+        id: uuid::Uuid::new_v4(),
+        project_id: uuid::Uuid::new_v4(),
+        name: "burst".into(),
+        permissions: faultline_shared::domain::Permissions::new(vec![Permission::Read]),
+        expires_at: None,
+        revoked: false,
+        rate_limits: Default::default(),
+    }
+}
+
+/// Removes the key's "other" bucket from the shared Redis.
+async fn forget_bucket(prefix: &str, key: &faultline_shared::db::KeyRecord) {
+    let mut redis = redis::Client::open(faultline_shared::testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:ratelimit:other:{}", key.id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
+/// Checks `total` requests of `key` on `limiter`, `wave` at a time (each wave at the same moment),
+/// and returns how many were allowed.
+async fn allowed_in_waves(
+    limiter: &ingest::ratelimit::RateLimiter,
+    key: &faultline_shared::db::KeyRecord,
+    total: usize,
+    wave: usize,
+) -> usize {
+    let mut allowed = 0;
+    for start in (0..total).step_by(wave) {
+        let n = wave.min(total - start);
+        let decisions = futures_util::future::join_all(
+            (0..n).map(|_| limiter.check(key, ingest::ratelimit::Scope::Other)),
+        )
+        .await;
+        allowed += decisions
+            .into_iter()
+            .filter(|d| d.expect("Redis answered").allowed)
+            .count();
+    }
+    allowed
+}
+
 /// Many requests of one key at the same moment: their checks are coalesced into rounds of one
 /// script call each, and still exactly `limit` pass, each seeing a different remaining budget.
 #[tokio::test]
 async fn simultaneous_requests_of_one_key_share_script_calls_and_the_limit_stays_exact() {
-    use faultline_shared::{config::AccessSettings, db::KeyRecord, domain::Permissions, testkit};
-    use ingest::{
-        ratelimit::{RateLimiter, Scope},
-        redis_handle::RedisHandle,
-    };
+    use ingest::ratelimit::Scope;
 
-    let prefix = format!("test_{}", testkit::unique_tag());
-    let limiter = RateLimiter::new(
-        RedisHandle::new(&testkit::redis_url()),
-        &prefix,
-        AccessSettings {
-            other_limit: 25,
-            window: Duration::from_secs(60),
-            ..AccessSettings::default()
-        },
-    );
-    let key = KeyRecord {
-        id: uuid::Uuid::new_v4(),
-        project_id: uuid::Uuid::new_v4(),
-        name: "burst".into(),
-        permissions: Permissions::new(vec![Permission::Read]),
-        expires_at: None,
-        revoked: false,
-        rate_limits: Default::default(),
-    };
+    let prefix = format!("test_{}", faultline_shared::testkit::unique_tag());
+    let limiter = own_limiter(&prefix, 25, Duration::from_secs(60));
+    let key = key_record();
     let decisions =
         futures_util::future::join_all((0..100).map(|_| limiter.check(&key, Scope::Other))).await;
     let decisions: Vec<_> = decisions
@@ -312,17 +355,108 @@ async fn simultaneous_requests_of_one_key_share_script_calls_and_the_limit_stays
     );
     // The next request, alone, is refused too: the rounds left the bucket spent.
     assert!(!limiter.check(&key, Scope::Other).await.unwrap().allowed);
+    // A budget this small is never spent locally: every request asked Redis.
+    assert_eq!(limiter.local_admissions(), 0);
+    forget_bucket(&prefix, &key).await;
+}
 
-    let mut redis = redis::Client::open(testkit::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+/// Far from its limit, a key's requests are admitted without waiting for Redis: one after the
+/// other, 500 requests cost a handful of script calls, not 500, and the calls that follow debit
+/// every one of them, so Redis's bucket ends exactly where 500 single checks would have left it.
+#[tokio::test]
+async fn far_from_the_limit_requests_pass_at_once_and_redis_is_told_of_each() {
+    use ingest::ratelimit::Scope;
+
+    let prefix = format!("test_{}", faultline_shared::testkit::unique_tag());
+    // A day's window: no slot comes back during the test, so the figures are exact.
+    let day = Duration::from_secs(86_400);
+    let limiter = own_limiter(&prefix, 10_000, day);
+    let key = key_record();
+    for i in 0..500u64 {
+        let d = limiter
+            .check(&key, Scope::Other)
+            .await
+            .expect("Redis answered");
+        assert!(d.allowed);
+        assert_eq!(d.limit, 10_000);
+        assert_eq!(d.remaining, 10_000 - 1 - i, "request {i}: {d:?}");
+    }
+    assert!(
+        limiter.local_admissions() >= 450,
+        "only {} of 500 requests were admitted locally",
+        limiter.local_admissions()
+    );
+    assert!(
+        limiter.script_calls() < 50,
+        "{} script calls for 500 requests one after the other",
+        limiter.script_calls()
+    );
+    limiter.settle().await;
+    // Another instance, with nothing local yet, asks Redis and sees all 500 debited.
+    let other = own_limiter(&prefix, 10_000, day);
+    let d = other
+        .check(&key, Scope::Other)
         .await
-        .unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{prefix}:ratelimit:other:{}", key.id))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+        .expect("Redis answered");
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 10_000 - 501);
+    other.settle().await;
+    forget_bucket(&prefix, &key).await;
+}
+
+/// Waves of simultaneous requests run a limit of 1,000 down to the last slot: the first waves
+/// are admitted locally, the last ones ask Redis, and exactly 1,000 pass.
+#[tokio::test]
+async fn one_instance_admits_exactly_its_limit_though_it_admits_locally() {
+    use ingest::ratelimit::Scope;
+
+    let prefix = format!("test_{}", faultline_shared::testkit::unique_tag());
+    let limiter = own_limiter(&prefix, 1_000, Duration::from_secs(86_400));
+    let key = key_record();
+    assert_eq!(allowed_in_waves(&limiter, &key, 1_500, 40).await, 1_000);
+    assert!(
+        limiter.local_admissions() > 0,
+        "nothing was admitted locally"
+    );
+    assert!(!limiter.check(&key, Scope::Other).await.unwrap().allowed);
+    limiter.settle().await;
+    forget_bucket(&prefix, &key).await;
+}
+
+/// Four instances on one key at once. Redis refuses only once the debits it has been told of
+/// spend the limit, so at least the limit passes; each instance admits locally at most
+/// 1/`LOCAL_SHARE` of the budget its last answer reported before Redis hears of it, so they can
+/// pass the limit by no more than that (and, with four of them, nothing while their round trips
+/// are alike).
+#[tokio::test]
+async fn several_instances_on_one_key_stay_within_a_share_of_the_limit() {
+    use ingest::ratelimit::LOCAL_SHARE;
+
+    let prefix = format!("test_{}", faultline_shared::testkit::unique_tag());
+    let limit = 2_000usize;
+    let limiters: Vec<_> = (0..4)
+        .map(|_| own_limiter(&prefix, limit as u32, Duration::from_secs(86_400)))
+        .collect();
+    let key = key_record();
+    let allowed: usize = futures_util::future::join_all(
+        limiters
+            .iter()
+            .map(|l| allowed_in_waves(l, &key, 1_000, 20)),
+    )
+    .await
+    .into_iter()
+    .sum();
+    let locally: u64 = limiters.iter().map(|l| l.local_admissions()).sum();
+    let bound = limit + limiters.len() * limit / LOCAL_SHARE as usize;
+    assert!(
+        (limit..=bound).contains(&allowed),
+        "{allowed} passed a limit of {limit} ({locally} admitted locally)"
+    );
+    assert!(locally > 0, "nothing was admitted locally");
+    for l in &limiters {
+        l.settle().await;
+    }
+    forget_bucket(&prefix, &key).await;
 }
 
 /// The same through HTTP: 60 concurrent requests against a limit of 20.
