@@ -18,14 +18,19 @@
 //!
 //! Far from the limit, a request does not wait for Redis at all. Each answer says how much budget
 //! is left; while that is at least [`LOCAL_MIN`], this instance may admit up to
-//! 1/[`LOCAL_SHARE`] of it on its own before the next answer, and the next script call debits
-//! those admissions first (`ARGV[4]`), before it grants anything else. Waiting for the round trip
-//! cost a busy key ~20–30 µs of CPU and a Redis round trip of latency per request (RESULTS.md,
-//! "What the rate-limit step costs now"). One instance stays exact: it never admits more than the
-//! budget its last answer reported. Several instances can each spend their share of the same
-//! answer before seeing each other's debits; with at most `LOCAL_SHARE` of them busy on one key
-//! that still cannot pass the limit, and near it (under `LOCAL_MIN` left) every request asks
-//! Redis, as before.
+//! 1/[`LOCAL_SHARE`] of it on its own before the next answer, and a later script call debits
+//! those admissions first (`ARGV[4]`), before it grants anything else. With nobody waiting for an
+//! answer, debits are sent at most every [`DEBIT_EVERY`], so a busy key costs Redis ~100 calls a
+//! second rather than one per round trip. Waiting for Redis had cost a busy key ~20–30 µs of
+//! ingest CPU, ~12 µs of Redis CPU and a round trip of latency per request (RESULTS.md, "What the
+//! rate-limit step costs now").
+//!
+//! One instance stays exact: it never admits more than the budget its last answer reported, and
+//! near the limit (under `LOCAL_MIN` left) every request asks Redis, as before. Redis refuses only
+//! once the debits it has heard of spend the budget, so instances never refuse what the limit
+//! allows. Several instances busy on one key can together pass its limit, by at most the share
+//! each spent of an answer the others had made stale before its debit arrived: at most
+//! `limit / LOCAL_SHARE` per instance, and in practice none while their round trips are alike.
 
 use crate::{
     AppState,
@@ -49,7 +54,7 @@ use std::{
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 /// KEYS[1]: the bucket. ARGV[1]: limit (requests per window), ARGV[2]: window in ms, ARGV[3]:
@@ -95,6 +100,10 @@ pub const LOCAL_SHARE: u64 = 8;
 /// How long an answer's budget may be spent locally: other instances spend it too, so an old
 /// answer is not trusted. A busy key gets a fresh answer every round trip anyway.
 const LOCAL_VALID: Duration = Duration::from_secs(1);
+/// Longest a debit waits for company when nobody waits for an answer: Redis hears of locally
+/// admitted requests this late at most, and a busy key costs it ~1 / DEBIT_EVERY calls a second
+/// instead of one per round trip.
+pub const DEBIT_EVERY: Duration = Duration::from_millis(10);
 /// Buckets held before the first sweep drops those neither running nor spendable.
 const SWEEP_AT: usize = 4096;
 
@@ -175,6 +184,8 @@ struct Bucket {
     admitted_since: u64,
     /// Whether a task runs this bucket's rounds ([`RateLimiter::rounds`]).
     running: bool,
+    /// Wakes the rounds early when a request starts waiting during a debit's delay.
+    wake: Arc<Notify>,
 }
 
 impl Bucket {
@@ -208,11 +219,10 @@ impl Bucket {
             // Redis is failing: requests pass unchecked for a while (fail open), and what was
             // admitted meanwhile is not owed once it is back.
             None => {
-                *self = Bucket {
-                    waiting: std::mem::take(&mut self.waiting),
-                    running: self.running,
-                    ..Bucket::default()
-                }
+                self.debit = 0;
+                self.allowance = 0;
+                self.last = None;
+                self.admitted_since = 0;
             }
         }
     }
@@ -410,6 +420,9 @@ impl RateLimiter {
             let rx = if local.is_none() {
                 let (tx, rx) = oneshot::channel();
                 bucket.waiting.push(tx);
+                if bucket.running {
+                    bucket.wake.notify_one();
+                }
                 Some(rx)
             } else {
                 None
@@ -444,6 +457,18 @@ impl RateLimiter {
             id: Some(id),
         };
         loop {
+            // With nobody waiting, a debit can wait a little and go with those that follow.
+            let wake = {
+                let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+                buckets
+                    .map
+                    .get(&id)
+                    .filter(|b| b.waiting.is_empty() && b.debit > 0)
+                    .map(|b| b.wake.clone())
+            };
+            if let Some(wake) = wake {
+                let _ = tokio::time::timeout(DEBIT_EVERY, wake.notified()).await;
+            }
             let (senders, debit) = {
                 let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(b) = buckets.map.get_mut(&id) else {
