@@ -188,6 +188,13 @@ impl Application {
         tracing::info!(port = self.port(), "ingest listening");
         let http = self.state.settings.http.clone();
         server::serve(self.listener, self.router, &http, shutdown).await;
+        // Requests admitted locally in the last few ms are still owed to Redis: tell it, unless it
+        // does not answer in time.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.state.limiter.settle(),
+        )
+        .await;
         let _ = self.background_stop.send(true);
         Ok(())
     }
