@@ -426,7 +426,8 @@ async fn one_instance_admits_exactly_its_limit_though_it_admits_locally() {
 /// Four instances on one key at once. Redis refuses only once the debits it has been told of
 /// spend the limit, so at least the limit passes; each instance admits locally at most
 /// 1/`LOCAL_SHARE` of the budget its last answer reported before Redis hears of it, so they can
-/// pass the limit by no more than that. (Measured here: 2,057 of a limit of 2,000, every run.)
+/// pass the limit by no more than that. (Measured here: exactly 2,000 of 2,000 in every run; 2,057
+/// before local admissions stopped at a quarter of the limit.)
 #[tokio::test]
 async fn several_instances_on_one_key_stay_within_a_share_of_the_limit() {
     use ingest::ratelimit::LOCAL_SHARE;
