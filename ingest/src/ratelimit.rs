@@ -409,12 +409,12 @@ impl RateLimiter {
         if limit == 0 {
             return None;
         }
-        if now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+        let now = now_ms();
+        if now < self.skip_until_ms.load(Ordering::Relaxed) {
             self.fail_open(scope, "Redis failed recently");
             return None;
         }
         let id = (key.id, scope, limit);
-        let now = now_ms();
         let (local, rx, start) = {
             let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
             buckets.sweep(now);
