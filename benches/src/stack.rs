@@ -366,7 +366,13 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
         seed_history(&db_url, args.seed_groups).await?;
     }
 
-    let mut worker = spawn(&bin_dir, "worker", &env, &log_dir).await?;
+    // The worker runs as `make run` and compose run it: one glibc malloc arena (less RSS).
+    let mut worker_env = env.clone();
+    worker_env.push((
+        "MALLOC_ARENA_MAX",
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "1".to_string()),
+    ));
+    let mut worker = spawn(&bin_dir, "worker", &worker_env, &log_dir).await?;
     wait_healthy(&mut worker, worker_port).await?;
     let mut ingest = spawn(&bin_dir, "ingest", &env, &log_dir).await?;
     wait_healthy(&mut ingest, ingest_port).await?;

@@ -6,7 +6,7 @@ mod support;
 use chrono::{TimeDelta, Utc};
 use faultline_shared::{
     db,
-    domain::{ApiKey, DEFAULT_PROJECT_ID, ErrorEvent, Level, Permission, Permissions},
+    domain::{ApiKey, DEFAULT_PROJECT_ID, ErrorEvent, Level, Permission, Permissions, stored},
 };
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -507,7 +507,7 @@ async fn deliveries_show_every_attempt_and_a_failing_channel_shows_unhealthy() {
             extra: None,
         })
         .collect();
-    worker::process::process_batch(&app.db.pool, &events)
+    worker::process::process_batch(&app.db.pool, &stored(&events))
         .await
         .unwrap();
     let now = Utc::now();

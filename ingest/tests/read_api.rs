@@ -13,7 +13,7 @@ use chrono::{
 };
 use faultline_shared::{
     db,
-    domain::{ApiKey, DEFAULT_PROJECT_ID, ErrorEvent, Level, Permission, Permissions},
+    domain::{ApiKey, DEFAULT_PROJECT_ID, ErrorEvent, Level, Permission, Permissions, stored},
 };
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -156,7 +156,9 @@ async fn seed_five(app: &TestApp) -> DateTime<Utc> {
             m(5),
         ),
     ];
-    process_batch(&app.db.pool, &events).await.expect("batch");
+    process_batch(&app.db.pool, &stored(&events))
+        .await
+        .expect("batch");
     now
 }
 
@@ -353,7 +355,7 @@ async fn an_error_detail_explains_its_grouping_and_pages_its_events() {
             e
         })
         .collect();
-    process_batch(&app.db.pool, &events).await.unwrap();
+    process_batch(&app.db.pool, &stored(&events)).await.unwrap();
     let (id,): (Uuid,) = sqlx::query_as("SELECT id FROM error_groups")
         .fetch_one(&app.db.pool)
         .await
@@ -609,7 +611,7 @@ async fn stats_match_hand_computed_figures() {
             )
         })
         .collect();
-    process_batch(&app.db.pool, &events).await.unwrap();
+    process_batch(&app.db.pool, &stored(&events)).await.unwrap();
     let at = |age: i64| now - ChronoDuration::minutes(age);
     let count_since =
         |from: DateTime<Utc>| ages.iter().filter(|(_, a)| at(*a) >= from).count() as i64;
@@ -661,7 +663,7 @@ async fn trends_put_events_in_utc_buckets_with_empty_ones_included() {
         event("trend a", Level::Error, "backend", "production", five_ago),
         event("trend b", Level::Warning, "backend", "production", start_23),
     ];
-    process_batch(&app.db.pool, &events).await.unwrap();
+    process_batch(&app.db.pool, &stored(&events)).await.unwrap();
     let b = group_id(&app, "trend b").await;
     call(
         &app,

@@ -275,7 +275,7 @@ impl WorkerSettings {
         Ok(Self {
             services: ServiceUrls::from_env()?,
             port: parse_or("WORKER_PORT", 8081)?,
-            batch_size: parse_or("WORKER_BATCH_SIZE", 2000)?,
+            batch_size: parse_or("WORKER_BATCH_SIZE", 5000)?,
             batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 50)?),
             prefetch: parse_or("WORKER_PREFETCH", 1024)?,
             prefetch_bytes: parse_or("WORKER_PREFETCH_BYTES", 24 * 1024 * 1024)?,

@@ -6,7 +6,7 @@
 use crate::{process::process_batch, window::Window};
 use faultline_shared::{
     config::WorkerSettings,
-    domain::{DecodedMessage, ErrorEvent, decode_message},
+    domain::{DecodedMessage, StoredEvent, decode_message},
     queue::{self, Topology},
 };
 use futures_util::StreamExt;
@@ -275,7 +275,7 @@ pub async fn run(
 
 /// A batch gathered from the broker, ready to be written: its events and the tag that acks it.
 struct Batch {
-    events: Vec<ErrorEvent>,
+    events: Vec<StoredEvent>,
     last_tag: u64,
 }
 
@@ -408,7 +408,7 @@ async fn gather_batches(
         if let Some(prefetch) = window.update() {
             source.change(prefetch).await?;
         }
-        let events: Vec<ErrorEvent> = batch.into_iter().flat_map(|d| d.events).collect();
+        let events: Vec<StoredEvent> = batch.into_iter().flat_map(|d| d.events).collect();
         metrics::histogram!("worker_batch_events").record(events.len() as f64);
         metrics::counter!("worker_batches_total").increment(1);
         if ready.send(Batch { events, last_tag }).await.is_err() {

@@ -3,7 +3,7 @@
 
 use crate::store::{self, EventRows, GroupRows, RollupRows};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use faultline_shared::{domain::ErrorEvent, fingerprint};
+use faultline_shared::{domain::StoredEvent, fingerprint};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
@@ -36,7 +36,7 @@ pub fn group_id(project_id: Uuid, fingerprint: &str) -> Uuid {
 }
 
 struct Prepared<'a> {
-    event: &'a ErrorEvent,
+    event: &'a StoredEvent,
     group_id: Uuid,
     grouping: fingerprint::Grouping,
 }
@@ -74,7 +74,7 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// Fingerprints the events and keeps the first of each event id, in id order.
-    pub fn prepare(events: &'a [ErrorEvent]) -> Self {
+    pub fn prepare(events: &'a [StoredEvent]) -> Self {
         let mut seen = HashSet::with_capacity(events.len());
         let mut prepared: Vec<Prepared> = events
             .iter()
@@ -106,7 +106,7 @@ impl<'a> Batch<'a> {
             rows.group_id.push(p.group_id);
             rows.received_at.push(e.received_at);
             rows.sample.push(e);
-            rows.extra.push(e.extra.as_ref());
+            rows.extra.push(e.extra.as_deref().map(sqlx::types::Json));
         }
         Batch {
             received: events.len(),
@@ -119,7 +119,7 @@ impl<'a> Batch<'a> {
 /// Writes a batch in one transaction: stores each new event (an id seen before is skipped),
 /// pre-aggregates per group and per minute, and upserts groups and rollups in key order. Either
 /// all of it is committed or none of it; the caller acks only after `Ok`.
-pub async fn process_batch(pool: &PgPool, events: &[ErrorEvent]) -> Result<Outcome, sqlx::Error> {
+pub async fn process_batch(pool: &PgPool, events: &[StoredEvent]) -> Result<Outcome, sqlx::Error> {
     let started = Instant::now();
     let batch = Batch::prepare(events);
     if batch.prepared.is_empty() {

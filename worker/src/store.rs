@@ -3,9 +3,9 @@
 //! workers never deadlock on each other's rows.
 
 use chrono::{DateTime, Utc};
-use faultline_shared::domain::ErrorEvent;
-use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+use faultline_shared::domain::StoredEvent;
+use serde_json::{Value, value::RawValue};
+use sqlx::{PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query, types::Json};
 
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 use uuid::Uuid;
@@ -17,7 +17,8 @@ pub struct SampleColumns<'a> {
     pub level: Vec<&'static str>,
     pub message: Vec<&'a str>,
     pub stack_trace: Vec<Option<&'a str>>,
-    pub context: Vec<Option<&'a Value>>,
+    /// As the text the event carried (`Json` only tells sqlx to send it as jsonb).
+    pub context: Vec<Option<Json<&'a RawValue>>>,
     pub source: Vec<&'a str>,
     pub environment: Vec<&'a str>,
     pub url: Vec<Option<&'a str>>,
@@ -43,11 +44,11 @@ impl<'a> SampleColumns<'a> {
             .bind(&self.release)
     }
 
-    pub fn push(&mut self, e: &'a ErrorEvent) {
+    pub fn push(&mut self, e: &'a StoredEvent) {
         self.level.push(e.level.as_str());
         self.message.push(&e.message);
         self.stack_trace.push(e.stack_trace.as_deref());
-        self.context.push(e.context.as_ref());
+        self.context.push(e.context.as_deref().map(Json));
         self.source.push(&e.source);
         self.environment.push(&e.environment);
         self.url.push(e.url.as_deref());
@@ -65,7 +66,7 @@ pub struct EventRows<'a> {
     pub group_id: Vec<Uuid>,
     pub received_at: Vec<DateTime<Utc>>,
     pub sample: SampleColumns<'a>,
-    pub extra: Vec<Option<&'a Value>>,
+    pub extra: Vec<Option<Json<&'a RawValue>>>,
 }
 
 /// Inserts events, skipping ids already stored; returns the ids that were new. This is where a

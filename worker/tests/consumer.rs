@@ -52,6 +52,70 @@ async fn a_poison_message_is_dead_lettered_and_the_events_behind_it_are_processe
     testkit::delete_topology(&prefix).await;
 }
 
+/// The worker keeps `context` and `extra` as the JSON text of the message and lets Postgres parse
+/// it: what is stored (the event, and the group's latest sample) is the same JSON that was sent,
+/// nesting, escapes, non-ASCII and numbers included, and an absent or null one stays NULL.
+#[tokio::test]
+async fn context_and_extra_are_stored_as_the_json_that_was_sent() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let context = serde_json::json!({
+        "user": {"id": 42, "email": null, "roles": ["admin", "ops"]},
+        "quote": "say \"hi\"\n\ttab \\ back",
+        "unicode": "café ✓ \u{1F600}",
+        "n": [1.5, -0.0, 1e21, 12345678901234567u64],
+        "empty": {}
+    });
+    let extra = serde_json::json!([{"k": true}, "x", 3]);
+    let mut with = event("context round trip");
+    with.context = Some(context.clone());
+    with.extra = Some(extra.clone());
+    let mut without = event("context round trip");
+    without.received_at -= chrono::TimeDelta::seconds(1);
+    // A null sent explicitly is no context, as an absent one.
+    let mut null_context = serde_json::to_value(&without).unwrap();
+    null_context["context"] = serde_json::Value::Null;
+    publish_raw(
+        &prefix,
+        &[serde_json::to_vec(&vec![serde_json::to_value(&with).unwrap(), null_context]).unwrap()],
+    )
+    .await;
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(worker::run(settings(&db.url, &prefix), async move {
+        let _ = stopped.await;
+    }));
+    let pool = db.pool.clone();
+    eventually(20, "both events stored", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await == 2 }
+    })
+    .await;
+    let stored: (serde_json::Value, serde_json::Value) =
+        sqlx::query_as("SELECT context, extra FROM events WHERE id = $1")
+            .bind(with.event_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, (context.clone(), extra));
+    let nulls: (Option<serde_json::Value>, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT context, extra FROM events WHERE id = $1")
+            .bind(without.event_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(nulls, (None, None));
+    // The group's sample is the newest event's: the one with the context.
+    let sample: serde_json::Value = sqlx::query_scalar("SELECT context FROM error_groups")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sample, context);
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    testkit::delete_topology(&prefix).await;
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let db = TestDb::new().await;

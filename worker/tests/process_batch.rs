@@ -6,7 +6,7 @@ mod common;
 
 use chrono::{DurationRound, TimeDelta, Utc};
 use common::*;
-use faultline_shared::testkit::TestDb;
+use faultline_shared::{domain::stored, testkit::TestDb};
 use worker::process::process_batch;
 
 const TEMPLATES: [&str; 10] = [
@@ -43,7 +43,7 @@ async fn a_thousand_events_from_ten_templates_make_ten_groups() {
     // In several batches, out of order, as competing consumers would see them.
     events.reverse();
     for chunk in events.chunks(137) {
-        process_batch(&db.pool, chunk).await.unwrap();
+        process_batch(&db.pool, &stored(chunk)).await.unwrap();
     }
     let groups: Vec<(i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>, String)> = sqlx::query_as(
         "SELECT count, first_seen, last_seen, normalized_message FROM error_groups ORDER BY normalized_message",
@@ -126,11 +126,11 @@ async fn no_index_of_error_groups_holds_what_every_batch_rewrites() {
 async fn the_same_event_delivered_twice_is_counted_once() {
     let db = TestDb::new().await;
     let e = event("payment failed");
-    let first = process_batch(&db.pool, &[e.clone(), e.clone()])
+    let first = process_batch(&db.pool, &stored(&[e.clone(), e.clone()]))
         .await
         .unwrap();
     assert_eq!((first.inserted, first.duplicates), (1, 1));
-    let again = process_batch(&db.pool, std::slice::from_ref(&e))
+    let again = process_batch(&db.pool, &stored(std::slice::from_ref(&e)))
         .await
         .unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 1));
@@ -142,7 +142,7 @@ async fn the_same_event_delivered_twice_is_counted_once() {
 #[tokio::test]
 async fn a_resolved_group_that_sees_a_new_event_is_reopened_and_marked_regressed() {
     let db = TestDb::new().await;
-    process_batch(&db.pool, &[event("cache miss storm")])
+    process_batch(&db.pool, &stored(&[event("cache miss storm")]))
         .await
         .unwrap();
     sqlx::query("UPDATE error_groups SET resolved = true, resolved_at = now()")
@@ -152,7 +152,7 @@ async fn a_resolved_group_that_sees_a_new_event_is_reopened_and_marked_regressed
     // An old event delivered late does not reopen it...
     let mut late = event("cache miss storm");
     late.received_at = Utc::now() - TimeDelta::hours(1);
-    process_batch(&db.pool, &[late]).await.unwrap();
+    process_batch(&db.pool, &stored(&[late])).await.unwrap();
     let (resolved, regressed, stamped): (bool, bool, bool) =
         sqlx::query_as("SELECT resolved, regressed, regressed_xid IS NOT NULL FROM error_groups")
             .fetch_one(&db.pool)
@@ -161,7 +161,7 @@ async fn a_resolved_group_that_sees_a_new_event_is_reopened_and_marked_regressed
     assert!(resolved && !regressed && !stamped);
     // ...a new one does.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    process_batch(&db.pool, &[event("cache miss storm")])
+    process_batch(&db.pool, &stored(&[event("cache miss storm")]))
         .await
         .unwrap();
     // Stamped with the id of the transaction that reopened it (what regression rules follow),
@@ -184,7 +184,9 @@ async fn the_group_keeps_the_newest_sample_and_why_it_was_grouped() {
     old.received_at = Utc::now() - TimeDelta::minutes(5);
     old.environment = "staging".into();
     let new = event("user 2 not found");
-    process_batch(&db.pool, &[new.clone(), old]).await.unwrap();
+    process_batch(&db.pool, &stored(&[new.clone(), old]))
+        .await
+        .unwrap();
     let (message, environment, latest, version, normalized): (String, String, uuid::Uuid, i32, String) =
         sqlx::query_as(
             "SELECT message, environment, latest_event_id, grouping_version, normalized_message FROM error_groups",
@@ -209,7 +211,7 @@ async fn expired_events_are_purged_in_batches_while_counts_stay() {
         events.push(e);
     }
     events.push(event("old failure"));
-    process_batch(&db.pool, &events).await.unwrap();
+    process_batch(&db.pool, &stored(&events)).await.unwrap();
     let deleted = worker::retention::purge_expired(&db.pool, 30, 10)
         .await
         .unwrap();

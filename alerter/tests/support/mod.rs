@@ -14,7 +14,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use faultline_shared::{
-    domain::{DEFAULT_PROJECT_ID, ErrorEvent, Level},
+    domain::{DEFAULT_PROJECT_ID, ErrorEvent, Level, stored},
     testkit::TestDb,
 };
 use serde_json::{Value, json};
@@ -65,7 +65,7 @@ pub async fn ingest_at(
     n: usize,
 ) {
     let events = events(message, level, source, environment, at, n);
-    worker::process::process_batch(pool, &events)
+    worker::process::process_batch(pool, &stored(&events))
         .await
         .expect("worker processes the batch");
 }
@@ -80,7 +80,8 @@ pub async fn begin_ingest(
     n: usize,
 ) -> Transaction<'static, Postgres> {
     let events = events(message, level, source, "production", Utc::now(), n);
-    let batch = worker::process::Batch::prepare(&events);
+    let stored_events = stored(&events);
+    let batch = worker::process::Batch::prepare(&stored_events);
     let mut tx = pool.begin().await.expect("begin");
     worker::process::write_batch(&mut tx, &batch)
         .await

@@ -5,13 +5,18 @@
 use crate::fingerprint::Frame;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::Level;
 
 /// One accepted occurrence, stamped by ingest.
+///
+/// `J` is how the free-form JSON (`context`, `extra`) is held. Ingest builds and scrubs it as a
+/// tree ([`serde_json::Value`], the default); the worker only stores it, so it keeps the text it
+/// arrived as ([`StoredEvent`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorEvent {
+pub struct ErrorEvent<J = serde_json::Value> {
     /// UUID v7 given by ingest (or the SDK's own id on the Sentry path): the deduplication key.
     pub event_id: Uuid,
     pub project_id: Uuid,
@@ -23,7 +28,7 @@ pub struct ErrorEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_trace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Value>,
+    pub context: Option<J>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,7 +46,51 @@ pub struct ErrorEvent {
     pub frames: Option<Vec<Frame>>,
     /// Anything else worth keeping with the occurrence (tags, user, request, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra: Option<serde_json::Value>,
+    pub extra: Option<J>,
+}
+
+/// An event as the worker holds it: `context` and `extra` stay the JSON text of the broker
+/// message. The worker never looks inside them, and Postgres parses them into jsonb anyway, so
+/// a tree per event would cost the worker a parse, an allocation per key and value (several
+/// times the text's size, for every event of the batches in hand) and a re-serialisation to bind
+/// it (benches/RESULTS.md, sixth session).
+pub type StoredEvent = ErrorEvent<Box<RawValue>>;
+
+impl ErrorEvent {
+    /// The event as the worker holds it. Tests and tools that build events as trees use this to
+    /// hand them to the worker's unit of work.
+    pub fn into_stored(self) -> StoredEvent {
+        let raw = |v: serde_json::Value| {
+            serde_json::value::to_raw_value(&v).expect("a JSON tree always serialises")
+        };
+        ErrorEvent {
+            event_id: self.event_id,
+            project_id: self.project_id,
+            received_at: self.received_at,
+            level: self.level,
+            message: self.message,
+            source: self.source,
+            environment: self.environment,
+            stack_trace: self.stack_trace,
+            context: self.context.map(raw),
+            url: self.url,
+            user_agent: self.user_agent,
+            ip_address: self.ip_address,
+            release: self.release,
+            fingerprint: self.fingerprint,
+            frames: self.frames,
+            extra: self.extra.map(raw),
+        }
+    }
+}
+
+/// [`ErrorEvent::into_stored`] for a slice.
+pub fn stored(events: &[ErrorEvent]) -> Vec<StoredEvent> {
+    events
+        .iter()
+        .cloned()
+        .map(ErrorEvent::into_stored)
+        .collect()
 }
 
 /// Joins already-serialised events into the JSON array one broker message carries. Events are
@@ -68,7 +117,7 @@ pub fn decode_event(value: serde_json::Value) -> Result<ErrorEvent, serde_json::
 /// the dead-letter queue).
 #[derive(Debug, Default)]
 pub struct DecodedMessage {
-    pub events: Vec<ErrorEvent>,
+    pub events: Vec<StoredEvent>,
     pub poison: Vec<serde_json::Value>,
 }
 
@@ -82,7 +131,7 @@ pub fn decode_message(data: &[u8]) -> Option<DecodedMessage> {
         poison: Vec::new(),
     };
     for raw in items {
-        match serde_json::from_str::<ErrorEvent>(raw.get()) {
+        match serde_json::from_str::<StoredEvent>(raw.get()) {
             Ok(event) => out.events.push(event),
             // The element parsed as part of the array, so it parses alone as a JSON value.
             Err(_) => out.poison.push(
@@ -136,6 +185,29 @@ mod tests {
     }
 
     #[test]
+    fn a_message_keeps_context_and_extra_as_the_json_it_carried() {
+        let mut event = sample();
+        event.context = Some(serde_json::json!({"user": {"id": 7, "tags": ["a", "é"]}, "n": 1.5}));
+        event.extra = Some(serde_json::json!([null, true, "x"]));
+        let one = serde_json::to_vec(&event).unwrap();
+        let decoded = decode_message(&encode_batch([one.as_slice()])).unwrap();
+        let stored = &decoded.events[0];
+        let context: serde_json::Value =
+            serde_json::from_str(stored.context.as_ref().unwrap().get()).unwrap();
+        let extra: serde_json::Value =
+            serde_json::from_str(stored.extra.as_ref().unwrap().get()).unwrap();
+        assert_eq!(Some(context), event.context);
+        assert_eq!(Some(extra), event.extra);
+        assert_eq!(stored.message, event.message);
+        // A tree handed to the worker directly holds the same text.
+        let converted = event.clone().into_stored();
+        assert_eq!(
+            converted.context.unwrap().get(),
+            serde_json::to_string(event.context.as_ref().unwrap()).unwrap()
+        );
+    }
+
+    #[test]
     fn an_element_without_required_fields_does_not_decode() {
         assert!(decode_event(serde_json::json!({"message": "x"})).is_err());
     }
@@ -149,6 +221,11 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Value, json};
+
+    /// A stored event back as the tree form, to compare with what was sent.
+    fn as_tree(event: &StoredEvent) -> ErrorEvent {
+        serde_json::from_slice(&serde_json::to_vec(event).unwrap()).unwrap()
+    }
 
     /// Event-shaped objects: the right keys with values of any (often wrong) type.
     fn event_like() -> impl Strategy<Value = Value> {
@@ -208,8 +285,9 @@ mod fuzz {
             prop_assert_eq!(decoded.events.len(), as_values);
             for event in decoded.events {
                 // Whatever decodes re-encodes to the same event.
-                let again = decode_event(serde_json::to_value(&event).unwrap()).unwrap();
-                prop_assert_eq!(again, event);
+                let value = serde_json::to_value(&event).unwrap();
+                let again = decode_event(value.clone()).unwrap();
+                prop_assert_eq!(serde_json::to_value(&again).unwrap(), value);
             }
         }
 
@@ -247,7 +325,7 @@ mod fuzz {
             prop_assert_eq!(decoded.events.len(), 2);
             prop_assert!(decoded.poison.is_empty());
             for d in decoded.events {
-                prop_assert_eq!(d, event.clone());
+                prop_assert_eq!(as_tree(&d), event.clone());
             }
         }
     }

@@ -6,7 +6,9 @@ mod event;
 mod level;
 
 pub use api_key::{ApiKey, KeyHash, Permission, Permissions};
-pub use event::{DecodedMessage, ErrorEvent, decode_event, decode_message, encode_batch};
+pub use event::{
+    DecodedMessage, ErrorEvent, StoredEvent, decode_event, decode_message, encode_batch, stored,
+};
 pub use level::Level;
 
 /// The project every installation starts with (created by the first migration).
