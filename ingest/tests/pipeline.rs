@@ -112,3 +112,38 @@ async fn with_the_broker_unreachable_ingest_answers_503_and_recovers_by_itself()
     assert_eq!(app.queue_depth().await, 2);
     app.shutdown().await;
 }
+
+/// Postgres stores no NUL: not in text (`invalid byte sequence`), not as `\u0000` in jsonb
+/// (`unsupported Unicode escape sequence`). JSON allows both, so an SDK can send them; such an
+/// event must still be stored, and must not hold up the events behind it.
+#[tokio::test]
+async fn an_event_with_nul_characters_is_stored_and_does_not_hold_up_the_queue() {
+    let app = TestApp::spawn_with_worker().await;
+    let nul = json!({
+        "message": "bad\u{0}byte",
+        "source": "backend",
+        "environment": "prod\u{0}",
+        "stack_trace": "Error: x\u{0}\n    at f (a.js:1:1)",
+        "url": "https://example.com/\u{0}",
+        "release": "1.0\u{0}",
+        "context": {"k\u{0}ey": "v\u{0}alue", "nested": ["\u{0}"]},
+    });
+    assert_eq!(app.post_event(&nul).await.status(), 202);
+    let after = json!({"message": "the next one", "source": "backend"});
+    assert_eq!(app.post_event(&after).await.status(), 202);
+    app.wait_for_count(2, 30).await;
+    let (message, environment, context): (String, String, String) = sqlx::query_as(
+        "SELECT message, environment, context::text FROM events WHERE message LIKE 'bad%'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    // Each NUL became U+FFFD, the replacement character: visible, and nothing else changed.
+    assert_eq!(message, "bad\u{FFFD}byte");
+    assert_eq!(environment, "prod\u{FFFD}");
+    assert!(
+        context.contains("k\u{FFFD}ey") && context.contains("v\u{FFFD}alue"),
+        "{context}"
+    );
+    app.shutdown().await;
+}

@@ -84,6 +84,74 @@ impl ErrorEvent {
     }
 }
 
+impl StoredEvent {
+    /// Replaces each NUL character with U+FFFD (the replacement character), in every string of
+    /// the event, JSON keys included. JSON and Rust strings allow NUL; Postgres stores it neither
+    /// in text nor in jsonb, so an event carrying one would fail its batch's transaction on every
+    /// retry and hold up the whole queue behind it. Free when there is none (a byte search).
+    pub fn replace_nul(&mut self) {
+        fn text(s: &mut String) {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+            }
+        }
+        fn opt(s: &mut Option<String>) {
+            if let Some(s) = s {
+                text(s);
+            }
+        }
+        fn tree(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::String(s) => text(s),
+                serde_json::Value::Array(items) => items.iter_mut().for_each(tree),
+                serde_json::Value::Object(map) => {
+                    let entries = std::mem::take(map);
+                    for (mut key, mut value) in entries {
+                        text(&mut key);
+                        tree(&mut value);
+                        map.insert(key, value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        fn json(raw: &mut Option<Box<RawValue>>) {
+            // In JSON text a NUL can only be the escape `\u0000` (a raw control character is
+            // invalid JSON); an escaped backslash before `u0000` makes this a false alarm, which
+            // costs a parse and changes nothing.
+            let Some(r) = raw.as_ref().filter(|r| r.get().contains("\\u0000")) else {
+                return;
+            };
+            if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(r.get()) {
+                tree(&mut value);
+                if let Ok(clean) = serde_json::value::to_raw_value(&value) {
+                    *raw = Some(clean);
+                }
+            }
+        }
+        text(&mut self.message);
+        text(&mut self.source);
+        text(&mut self.environment);
+        opt(&mut self.stack_trace);
+        opt(&mut self.url);
+        opt(&mut self.user_agent);
+        opt(&mut self.ip_address);
+        opt(&mut self.release);
+        if let Some(parts) = &mut self.fingerprint {
+            parts.iter_mut().for_each(text);
+        }
+        if let Some(frames) = &mut self.frames {
+            for f in frames {
+                opt(&mut f.module);
+                opt(&mut f.function);
+                opt(&mut f.filename);
+            }
+        }
+        json(&mut self.context);
+        json(&mut self.extra);
+    }
+}
+
 /// [`ErrorEvent::into_stored`] for a slice.
 pub fn stored(events: &[ErrorEvent]) -> Vec<StoredEvent> {
     events
@@ -132,7 +200,10 @@ pub fn decode_message(data: &[u8]) -> Option<DecodedMessage> {
     };
     for raw in items {
         match serde_json::from_str::<StoredEvent>(raw.get()) {
-            Ok(event) => out.events.push(event),
+            Ok(mut event) => {
+                event.replace_nul();
+                out.events.push(event);
+            }
             // The element parsed as part of the array, so it parses alone as a JSON value.
             Err(_) => out.poison.push(
                 serde_json::from_str(raw.get())
@@ -204,6 +275,55 @@ mod tests {
         assert_eq!(
             converted.context.unwrap().get(),
             serde_json::to_string(event.context.as_ref().unwrap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn nul_characters_are_replaced_everywhere_postgres_would_refuse_them() {
+        let mut event = sample();
+        event.message = "a\0b".into();
+        event.environment = "\0".into();
+        event.stack_trace = Some("at f\0".into());
+        event.release = Some("1\0".into());
+        event.fingerprint = Some(vec!["x\0".into()]);
+        event.frames = Some(vec![Frame {
+            module: Some("m\0".into()),
+            function: Some("f\0".into()),
+            filename: Some("a\0.js".into()),
+            lineno: Some(1),
+            colno: None,
+            in_app: None,
+        }]);
+        event.context = Some(serde_json::json!({"k\0": ["v\0", {"deep": "\0"}], "ok": 1}));
+        // An escaped backslash followed by `u0000` is no NUL and stays as it is.
+        event.extra = Some(serde_json::json!({"path": "C:\\u0000"}));
+        let one = serde_json::to_vec(&event).unwrap();
+        let decoded = decode_message(&encode_batch([one.as_slice()])).unwrap();
+        let e = &decoded.events[0];
+        let r = "\u{FFFD}";
+        assert_eq!(e.message, format!("a{r}b"));
+        assert_eq!(e.environment, r);
+        assert_eq!(e.stack_trace.as_deref(), Some(format!("at f{r}").as_str()));
+        assert_eq!(e.release.as_deref(), Some(format!("1{r}").as_str()));
+        assert_eq!(e.fingerprint.as_ref().unwrap()[0], format!("x{r}"));
+        let frame = &e.frames.as_ref().unwrap()[0];
+        assert_eq!(frame.filename.as_deref(), Some(format!("a{r}.js").as_str()));
+        let context: serde_json::Value =
+            serde_json::from_str(e.context.as_ref().unwrap().get()).unwrap();
+        assert_eq!(
+            context,
+            serde_json::json!({format!("k{r}"): [format!("v{r}"), {"deep": r}], "ok": 1})
+        );
+        let extra: serde_json::Value =
+            serde_json::from_str(e.extra.as_ref().unwrap().get()).unwrap();
+        assert_eq!(extra, serde_json::json!({"path": "C:\\u0000"}));
+        // Nothing else in the event changed, and an event without NUL is left as it was.
+        assert_eq!(e.event_id, event.event_id);
+        let clean = serde_json::to_vec(&sample()).unwrap();
+        let again = decode_message(&encode_batch([clean.as_slice()])).unwrap();
+        assert_eq!(
+            serde_json::to_value(&again.events[0]).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&clean).unwrap()
         );
     }
 
