@@ -170,6 +170,17 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
+            // Postgres refuses a NUL character in text (22021, "invalid byte sequence") and in
+            // jsonb (22P05, "unsupported Unicode escape sequence"). JSON and URLs can carry one, so
+            // it is the client's input, wherever it went: a 400 saying so, not a 500.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                ApiError::validation(
+                    "text must not contain NUL characters (\\u0000 or %00)",
+                    json!({}),
+                )
+            }
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %e, "Postgres unavailable.");
                 ApiError::ServiceUnavailable {

@@ -674,3 +674,40 @@ async fn out_of_file_descriptors_ingest_pauses_accepting_and_recovers() {
     let _ = std::fs::remove_file(&log);
     app.shutdown().await;
 }
+
+/// NUL characters, which Postgres stores neither in text nor in jsonb, in the read API's filters
+/// and in a management body: a 400 that says so, never a 500, and the next request is served.
+#[tokio::test]
+async fn nul_characters_in_filters_and_bodies_are_a_clear_400() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/api/errors?environment=prod%00",
+        "/api/errors?source=%00",
+        "/api/errors?q=a%00b",
+    ] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "validation_error", "{path}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("NUL"), "{body}");
+    }
+    let rule = json!({
+        "name": "rate\u{0}",
+        "condition": "error_count > threshold in time_window",
+        "threshold": 5,
+        "time_window": "5m",
+        "notifications": ["email"],
+    });
+    let resp = app
+        .call(
+            reqwest::Method::POST,
+            "/api/alerts/rules",
+            &app.key,
+            Some(rule),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "validation_error", "{body}");
+    still_serves(&app).await;
+}
