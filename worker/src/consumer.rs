@@ -3,7 +3,10 @@
 //! [`process_batch`](crate::process::process_batch), and acks only after the commit. A database
 //! failure is retried with backoff while the deliveries stay unacked, so nothing is lost.
 
-use crate::{process::process_batch, window::Window};
+use crate::{
+    process::{Outcome, process_batch},
+    window::Window,
+};
 use faultline_shared::{
     config::WorkerSettings,
     domain::{DecodedMessage, StoredEvent, decode_message},
@@ -17,11 +20,12 @@ use lapin::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
         BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
 use sqlx::PgPool;
 use std::{
+    borrow::Cow,
     collections::VecDeque,
     sync::{
         Arc,
@@ -30,6 +34,7 @@ use std::{
     time::Duration,
 };
 use tokio::sync::watch;
+use uuid::Uuid;
 
 /// Shared with `/health`: whether the consumer is attached to the broker; and with the cache
 /// invalidation and heartbeat loops: what was committed.
@@ -51,6 +56,7 @@ pub struct ConsumerState {
 fn failure_reason(e: &sqlx::Error) -> &'static str {
     match e {
         sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(c) if refused_for_its_data(c) => "refused",
             // read_only_sql_transaction
             Some("25006") => "read_only",
             Some("53100") => "disk_full",
@@ -67,6 +73,18 @@ fn failure_reason(e: &sqlx::Error) -> &'static str {
         | sqlx::Error::Protocol(_) => "unavailable",
         _ => "other",
     }
+}
+
+/// Whether a SQLSTATE says Postgres refused what the statement carried rather than failed to run
+/// it: class 22 (data exception: a number jsonb cannot hold, a timestamp out of range), 23
+/// (integrity constraint: an event of a project deleted while its events were queued), 54
+/// (program limit: a value too large for an index). The same batch would fail the same way on
+/// every retry and hold up the queue behind it, so such a batch is split to find the events that
+/// cause it ([`commit_isolating`]).
+fn refused_for_its_data(sqlstate: &str) -> bool {
+    ["22", "23", "54"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
 }
 
 /// Records whether Postgres refuses writes as read-only: the `worker_postgres_read_only` gauge,
@@ -303,6 +321,7 @@ async fn consume(
         pool,
         state,
         channel,
+        Refusals { dead, topology },
         pending,
         settings.commit_concurrency.max(1),
         shutdown.clone(),
@@ -428,6 +447,7 @@ async fn commit_batches(
     pool: &PgPool,
     state: &ConsumerState,
     channel: &Channel,
+    refusals: Refusals<'_>,
     mut pending: tokio::sync::mpsc::Receiver<Batch>,
     concurrency: u16,
     shutdown: watch::Receiver<bool>,
@@ -438,7 +458,7 @@ async fn commit_batches(
         tokio::select! {
             batch = pending.recv(), if open && committing.len() < usize::from(concurrency) => {
                 match batch {
-                    Some(batch) => committing.push_back(commit_one(pool, state, batch, shutdown.clone())),
+                    Some(batch) => committing.push_back(commit_one(pool, state, refusals, batch, shutdown.clone())),
                     None => open = false,
                 }
             }
@@ -461,17 +481,33 @@ async fn commit_batches(
     }
 }
 
+/// Where events that Postgres refuses on their own go: the dead-letter exchange, through the
+/// channel in confirm mode.
+#[derive(Clone, Copy)]
+struct Refusals<'a> {
+    dead: &'a Channel,
+    topology: &'a Topology,
+}
+
+/// Why [`commit_once`] did not take a batch.
+enum CommitError {
+    Db(sqlx::Error),
+    /// The events Postgres refused could not be dead-lettered, so the batch may not be acked.
+    DeadLetter(anyhow::Error),
+}
+
 /// Writes one batch, retrying with backoff until the database takes it; returns the tag that acks
 /// it, or `None` when shutdown came first.
 async fn commit_one(
     pool: &PgPool,
     state: &ConsumerState,
+    refusals: Refusals<'_>,
     Batch { events, last_tag }: Batch,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<u64> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match process_batch(pool, &events).await {
+        match commit_once(pool, refusals, &events).await {
             Ok(outcome) => {
                 tracing::debug!(?outcome, "Batch committed.");
                 if state.db_read_only.load(Ordering::Relaxed) {
@@ -488,14 +524,17 @@ async fn commit_one(
                 return Some(last_tag);
             }
             Err(e) => {
-                let reason = failure_reason(&e);
+                let (reason, error) = match &e {
+                    CommitError::Db(e) => (failure_reason(e), e.to_string()),
+                    CommitError::DeadLetter(e) => ("dead_letter", e.to_string()),
+                };
                 metrics::counter!("worker_batch_failures_total", "reason" => reason).increment(1);
                 match reason {
                     "read_only" => set_read_only(&state.db_read_only, true),
                     "disk_full" => set_disk_full(&state.db_disk_full, true),
                     _ => {}
                 }
-                tracing::warn!(error = %e, reason, ?backoff, events = events.len(), "Batch not committed; will retry.");
+                tracing::warn!(%error, reason, ?backoff, events = events.len(), "Batch not committed; will retry.");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     // Resolves at once when shutdown came earlier (or its sender is gone).
@@ -510,9 +549,162 @@ async fn commit_one(
     }
 }
 
+/// One attempt at a batch: one transaction, or, when Postgres refuses the batch for what it
+/// holds, [`commit_isolating`] and the refused events dead-lettered (confirmed) before `Ok`.
+async fn commit_once(
+    pool: &PgPool,
+    refusals: Refusals<'_>,
+    events: &[StoredEvent],
+) -> Result<Outcome, CommitError> {
+    match process_batch(pool, events).await {
+        Err(e) if Refusal::of(&e).is_some() => {
+            metrics::counter!("worker_batch_failures_total", "reason" => "refused").increment(1);
+            tracing::warn!(error = %e, events = events.len(), "Postgres refused the batch for what it holds; finding the events it refuses.");
+            let (outcome, refused) = commit_isolating(pool, events)
+                .await
+                .map_err(CommitError::Db)?;
+            dead_letter_refused(refusals, &refused)
+                .await
+                .map_err(CommitError::DeadLetter)?;
+            Ok(outcome)
+        }
+        other => other.map_err(CommitError::Db),
+    }
+}
+
+/// Why Postgres refused an event: its SQLSTATE and message, as the dead letter carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub sqlstate: String,
+    pub error: String,
+}
+
+impl Refusal {
+    fn of(e: &sqlx::Error) -> Option<Self> {
+        let sqlx::Error::Database(db) = e else {
+            return None;
+        };
+        let sqlstate = db.code()?.into_owned();
+        refused_for_its_data(&sqlstate).then(|| Refusal {
+            sqlstate,
+            error: db.message().to_string(),
+        })
+    }
+}
+
+/// Commits every event of a batch that Postgres takes and returns the others, each with why it
+/// was refused. Events of a project that no longer exists are set aside first (one query: a
+/// deleted project's queued events would otherwise be found one by one, ~1.5 ms each). Then
+/// each part Postgres still refuses is halved until the events it refuses on their own are found:
+/// one bad event among n costs about 2·log2(n) small transactions. An error that is not a refusal
+/// (an outage meanwhile) is returned at once: the whole batch is retried later, and the parts
+/// already committed are then skipped as duplicates, so nothing is counted twice.
+pub async fn commit_isolating(
+    pool: &PgPool,
+    events: &[StoredEvent],
+) -> Result<(Outcome, Vec<(StoredEvent, Refusal)>), sqlx::Error> {
+    let mut project_ids: Vec<Uuid> = events.iter().map(|e| e.project_id).collect();
+    project_ids.sort_unstable();
+    project_ids.dedup();
+    let missing = crate::store::missing_projects(pool, &project_ids).await?;
+    let mut refused = Vec::new();
+    let kept: Cow<[StoredEvent]> = if missing.is_empty() {
+        Cow::Borrowed(events)
+    } else {
+        let (orphans, kept): (Vec<StoredEvent>, Vec<StoredEvent>) = events
+            .iter()
+            .cloned()
+            .partition(|e| missing.contains(&e.project_id));
+        refused.extend(orphans.into_iter().map(|e| {
+            let refusal = Refusal {
+                // foreign_key_violation, as the group's upsert raises it.
+                sqlstate: "23503".into(),
+                error: format!("project {} does not exist", e.project_id),
+            };
+            (e, refusal)
+        }));
+        Cow::Owned(kept)
+    };
+    let mut outcome = Outcome::default();
+    let mut parts = vec![&kept[..]];
+    while let Some(part) = parts.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        let error = match process_batch(pool, part).await {
+            Ok(o) => {
+                outcome.received += o.received;
+                outcome.inserted += o.inserted;
+                outcome.duplicates += o.duplicates;
+                outcome.groups += o.groups;
+                continue;
+            }
+            Err(e) => e,
+        };
+        let Some(refusal) = Refusal::of(&error) else {
+            return Err(error);
+        };
+        if let [event] = part {
+            refused.push((event.clone(), refusal));
+        } else {
+            let (front, back) = part.split_at(part.len() / 2);
+            // A stack: the front half is written first.
+            parts.push(back);
+            parts.push(front);
+        }
+    }
+    Ok((outcome, refused))
+}
+
+/// Publishes each event Postgres refused to the dead-letter exchange, as a one-event message in
+/// the queue's own format (so it can be shovelled back once the cause is fixed) with the refusal in
+/// the `x-faultline-error` header, and waits for every confirm before the batch may be acked.
+async fn dead_letter_refused(
+    Refusals { dead, topology }: Refusals<'_>,
+    refused: &[(StoredEvent, Refusal)],
+) -> anyhow::Result<()> {
+    let mut confirms = Vec::with_capacity(refused.len());
+    for (event, refusal) in refused {
+        tracing::warn!(
+            event_id = %event.event_id,
+            project_id = %event.project_id,
+            sqlstate = refusal.sqlstate,
+            error = refusal.error,
+            "Postgres refused an event; dead-lettered."
+        );
+        let body = serde_json::to_vec(std::slice::from_ref(event)).unwrap_or_default();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-faultline-error".into(),
+            AMQPValue::LongString(
+                format!("SQLSTATE {}: {}", refusal.sqlstate, refusal.error).into(),
+            ),
+        );
+        confirms.push(
+            dead.basic_publish(
+                topology.dead_exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_headers(headers),
+            )
+            .await?,
+        );
+    }
+    for confirm in confirms {
+        anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a dead letter");
+    }
+    metrics::counter!("worker_dead_lettered_total", "kind" => "refused")
+        .increment(refused.len() as u64);
+    Ok(())
+}
+
 /// Publishes undecodable events to the dead-letter exchange and waits for the broker's confirm,
 /// so they are safe before their message is acked.
-async fn dead_letter(dead: &Channel, topology: &Topology, poison: &[Value]) -> lapin::Result<()> {
+async fn dead_letter(dead: &Channel, topology: &Topology, poison: &[Value]) -> anyhow::Result<()> {
     let body = serde_json::to_vec(poison).unwrap_or_default();
     let confirm = dead
         .basic_publish(
@@ -525,6 +717,6 @@ async fn dead_letter(dead: &Channel, topology: &Topology, poison: &[Value]) -> l
                 .with_content_type("application/json".into()),
         )
         .await?;
-    confirm.await?;
+    anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a dead letter");
     Ok(())
 }

@@ -275,3 +275,19 @@ pub async fn delete_expired_events(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Which of `project_ids` name no project (deleted while their events were queued). Asked only
+/// when Postgres has refused a batch, so events of a deleted project are set aside at once instead
+/// of being found one by one.
+pub async fn missing_projects(
+    pool: &PgPool,
+    project_ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM unnest($1::uuid[]) AS asked (id)
+         WHERE NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = asked.id)",
+    )
+    .bind(project_ids)
+    .fetch_all(pool)
+    .await
+}

@@ -52,6 +52,110 @@ async fn a_poison_message_is_dead_lettered_and_the_events_behind_it_are_processe
     testkit::delete_topology(&prefix).await;
 }
 
+/// Events that decode but that Postgres refuses (a number jsonb cannot hold; an event of a project
+/// deleted while it was queued) used to fail their batch on every retry and hold up the queue. Now
+/// the batch is split, each refused event goes to the dead-letter queue alone, in the queue's
+/// format, with the refusal in a header, and every other event, beside and behind them, is stored
+/// and counted once.
+#[tokio::test]
+async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_is_stored() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let mut beside: Vec<serde_json::Value> = (0..30)
+        .map(|i| serde_json::to_value(event(&format!("fine {i}"))).unwrap())
+        .collect();
+    let mut too_big = event("a number jsonb cannot hold");
+    too_big.extra = Some(serde_json::json!("PLACEHOLDER"));
+    let mut orphan = event("a project deleted meanwhile");
+    orphan.project_id = uuid::Uuid::now_v7();
+    beside.insert(11, serde_json::to_value(&orphan).unwrap());
+    beside.insert(20, serde_json::to_value(&too_big).unwrap());
+    let body = serde_json::to_string(&beside)
+        .unwrap()
+        .replace(r#""PLACEHOLDER""#, r#"{"n": 1e200000}"#);
+    publish_raw(&prefix, &[body.into_bytes()]).await;
+    publish_events(&prefix, &[vec![event("behind"), event("behind")]]).await;
+
+    let worker = RunningWorker::start(settings(&db.url, &prefix)).await;
+    let pool = db.pool.clone();
+    eventually(30, "the other 32 events counted", || {
+        let pool = pool.clone();
+        async move { counted(&pool).await == 32 }
+    })
+    .await;
+    let p = prefix.clone();
+    eventually(20, "two dead letters", || {
+        let p = p.clone();
+        async move { depth(&p, true).await == 2 }
+    })
+    .await;
+    assert_eq!(depth(&prefix, false).await, 0);
+    assert_eq!(stored_events(&db.pool).await, 32);
+    assert_eq!(rollup_total(&db.pool).await, 32);
+    assert_eq!(
+        worker
+            .metric(r#"worker_dead_lettered_total{kind="refused"}"#)
+            .await,
+        Some(2.0)
+    );
+    assert!(
+        worker
+            .metric(r#"worker_batch_failures_total{reason="refused"}"#)
+            .await
+            .is_some_and(|n| n >= 1.0)
+    );
+    worker.stop().await;
+
+    let mut letters = dead_letters(&prefix).await;
+    letters.sort();
+    let mut expected = vec![
+        (too_big.event_id, "SQLSTATE 22003".to_string()),
+        (orphan.event_id, "SQLSTATE 23503".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(letters, expected);
+    // Nothing was counted for them.
+    assert_eq!(counted(&db.pool).await, 32);
+    testkit::delete_topology(&prefix).await;
+}
+
+/// The dead-letter queue's messages, taken off it: each one's single event id, and the start of
+/// its `x-faultline-error` header (up to the SQLSTATE).
+async fn dead_letters(prefix: &str) -> Vec<(uuid::Uuid, String)> {
+    use lapin::{options::BasicGetOptions, types::AMQPValue};
+    let conn = faultline_shared::queue::connect(&testkit::amqp_url(), "worker-test")
+        .await
+        .expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    let t = faultline_shared::queue::Topology::new(prefix);
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            t.dead_queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic.get")
+    {
+        let events: Vec<faultline_shared::domain::StoredEvent> =
+            serde_json::from_slice(&m.delivery.data).expect("a message in the queue's format");
+        assert_eq!(events.len(), 1);
+        let header = m
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-faultline-error").cloned());
+        let Some(AMQPValue::LongString(reason)) = header else {
+            panic!("no x-faultline-error header: {header:?}");
+        };
+        let reason = reason.to_string();
+        out.push((events[0].event_id, reason.chars().take(14).collect()));
+    }
+    let _ = conn.close(200, "".into()).await;
+    out
+}
+
 /// The worker keeps `context` and `extra` as the JSON text of the message and lets Postgres parse
 /// it: what is stored (the event, and the group's latest sample) is the same JSON that was sent,
 /// nesting, escapes, non-ASCII and numbers included, and an absent or null one stays NULL.

@@ -7,7 +7,9 @@ mod common;
 use chrono::{DurationRound, TimeDelta, Utc};
 use common::*;
 use faultline_shared::{domain::stored, testkit::TestDb};
-use worker::process::process_batch;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+use worker::{consumer::commit_isolating, process::process_batch};
 
 const TEMPLATES: [&str; 10] = [
     "user {} not found",
@@ -120,6 +122,62 @@ async fn no_index_of_error_groups_holds_what_every_batch_rewrites() {
     .await
     .unwrap();
     assert_eq!(sort_indexes.0, 2);
+}
+
+/// Postgres refuses events of a batch for what they hold: a number jsonb cannot store, and events of
+/// a project that no longer exists (deleted while its events were queued). Exactly those are
+/// found and returned with their SQLSTATEs; every other event is stored and counted once. Done
+/// again (as after an outage mid-split), nothing is counted twice.
+#[tokio::test]
+async fn a_batch_postgres_refuses_is_split_until_the_refused_events_are_found() {
+    let db = TestDb::new().await;
+    let mut events = stored(
+        &(0..100)
+            .map(|i| event(&format!("job {} failed", i % 7)))
+            .collect::<Vec<_>>(),
+    );
+    events[13].extra = Some(RawValue::from_string(r#"{"n": 1e200000}"#.into()).unwrap());
+    events[58].context = Some(RawValue::from_string(r#"[-1e999999]"#.into()).unwrap());
+    let deleted = Uuid::now_v7();
+    for i in [40, 77, 78] {
+        events[i].project_id = deleted;
+    }
+    process_batch(&db.pool, &events)
+        .await
+        .expect_err("Postgres refuses the whole batch");
+    assert_eq!(counted(&db.pool).await, 0);
+
+    let (outcome, refused) = commit_isolating(&db.pool, &events).await.unwrap();
+    let mut found: Vec<(Uuid, &str)> = refused
+        .iter()
+        .map(|(e, r)| (e.event_id, r.sqlstate.as_str()))
+        .collect();
+    found.sort();
+    let mut expected = vec![
+        (events[13].event_id, "22003"),
+        (events[58].event_id, "22003"),
+        (events[40].event_id, "23503"),
+        (events[77].event_id, "23503"),
+        (events[78].event_id, "23503"),
+    ];
+    expected.sort();
+    assert_eq!(found, expected);
+    assert!(
+        refused.iter().all(|(_, r)| !r.error.is_empty()),
+        "{refused:?}"
+    );
+    assert_eq!((outcome.received, outcome.inserted), (95, 95));
+    assert_eq!(counted(&db.pool).await, 95);
+    assert_eq!(stored_events(&db.pool).await, 95);
+    assert_eq!(rollup_total(&db.pool).await, 95);
+
+    let (outcome, refused) = commit_isolating(&db.pool, &events).await.unwrap();
+    assert_eq!(
+        (outcome.inserted, outcome.duplicates, refused.len()),
+        (0, 95, 5)
+    );
+    assert_eq!(counted(&db.pool).await, 95);
+    assert_eq!(rollup_total(&db.pool).await, 95);
 }
 
 #[tokio::test]
