@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use faultline_shared::testkit::{self, TestDb};
 use std::{process::Stdio, time::Duration};
-use tokio::sync::oneshot;
 
 fn prefix() -> String {
     format!("wtest_{}", testkit::unique_tag())
@@ -30,10 +29,7 @@ async fn a_poison_message_is_dead_lettered_and_the_events_behind_it_are_processe
     publish_raw(&prefix, &[b"\x00\x01 definitely not json".to_vec(), mixed]).await;
     publish_events(&prefix, std::slice::from_ref(&good_after)).await;
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(worker::run(settings(&db.url, &prefix), async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(settings(&db.url, &prefix)).await;
     let pool = db.pool.clone();
     eventually(20, "good events counted", || {
         let pool = pool.clone();
@@ -47,8 +43,7 @@ async fn a_poison_message_is_dead_lettered_and_the_events_behind_it_are_processe
     })
     .await;
     assert_eq!(depth(&prefix, false).await, 0);
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     testkit::delete_topology(&prefix).await;
 }
 
@@ -185,10 +180,7 @@ async fn context_and_extra_are_stored_as_the_json_that_was_sent() {
     )
     .await;
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(worker::run(settings(&db.url, &prefix), async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(settings(&db.url, &prefix)).await;
     let pool = db.pool.clone();
     eventually(20, "both events stored", || {
         let pool = pool.clone();
@@ -215,8 +207,7 @@ async fn context_and_extra_are_stored_as_the_json_that_was_sent() {
         .await
         .unwrap();
     assert_eq!(sample, context);
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     testkit::delete_topology(&prefix).await;
 }
 
@@ -358,18 +349,14 @@ async fn a_batch_closes_when_the_prefetch_is_in_hand_instead_of_waiting_for_more
     s.prefetch = 4;
     s.batch_size = 1000;
     s.batch_wait = Duration::from_secs(600);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(worker::run(s, async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(s).await;
     let pool = db.pool.clone();
     eventually(60, "both prefetch-sized batches committed", || {
         let pool = pool.clone();
         async move { counted(&pool).await == 8 }
     })
     .await;
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     testkit::delete_topology(&prefix).await;
 }
 
@@ -390,10 +377,7 @@ async fn large_messages_are_held_to_the_byte_window_while_commits_wait() {
     s.prefetch = 1024;
     s.prefetch_bytes = 1024 * 1024;
     s.batch_size = 200;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(worker::run(s, async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(s).await;
 
     // First a few, processed: the worker learns what its messages weigh (~110 KB each).
     let first: Vec<Vec<_>> = (0..10).map(big).collect();
@@ -438,7 +422,6 @@ async fn large_messages_are_held_to_the_byte_window_while_commits_wait() {
     })
     .await;
     assert_eq!(depth(&prefix, false).await, 0);
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     testkit::delete_topology(&prefix).await;
 }

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use faultline_shared::testkit::{self, TcpProxy, TestDb};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 #[tokio::test]
 async fn with_postgres_gone_the_worker_holds_its_batch_and_resumes_without_loss_or_doubles() {
@@ -29,12 +28,9 @@ async fn with_postgres_gone_the_worker_holds_its_batch_and_resumes_without_loss_
     };
     publish_events(&prefix, &(0..20).map(batch).collect::<Vec<_>>()).await;
 
-    let (stop, stopped) = oneshot::channel::<()>();
     let mut settings = settings(&proxied_url, &prefix);
     settings.batch_size = 100;
-    let worker = tokio::spawn(worker::run(settings, async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(settings).await;
     let pool = db.pool.clone();
     eventually(30, "the first 1,000 events", || {
         let pool = pool.clone();
@@ -57,8 +53,7 @@ async fn with_postgres_gone_the_worker_holds_its_batch_and_resumes_without_loss_
         async move { counted(&pool).await >= 2000 }
     })
     .await;
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     assert_eq!(counted(&db.pool).await, 2000, "nothing counted twice");
     assert_eq!(stored_events(&db.pool).await, 2000);
     assert_eq!(depth(&prefix, false).await, 0);
