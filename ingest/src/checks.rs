@@ -119,6 +119,9 @@ pub async fn rabbitmq(state: &AppState, deep: bool) -> Probe {
         if !state.publisher.is_connected() {
             return Err("the publisher is not connected".to_string());
         }
+        if let Some(reason) = state.publisher.blocked() {
+            return Err(format!("the broker blocks publishing: {reason}"));
+        }
         if !deep {
             return Ok(json!({}));
         }

@@ -5,6 +5,10 @@
 //! does not cost throughput. With the broker unreachable, requests fail at once (503) and the task
 //! reconnects with backoff by itself.
 //!
+//! While the broker blocks publishing (a memory or disk alarm: it sends `connection.blocked`),
+//! requests are refused at once (503) instead of each waiting out the confirm timeout, and
+//! `/health` says why; the first message caught by the block still waits for its confirm.
+//!
 //! Only one message that is not full awaits its confirm at a time: the next one keeps taking in
 //! events until that confirm comes (or it fills up). RabbitMQ's CPU goes mostly per message, not
 //! per byte, so this cuts its cost per event under load by ~40 % at no cost in latency: a message
@@ -13,13 +17,14 @@
 //! `max_in_flight`, so a slow broker does not cap throughput at one message per round trip.
 
 use faultline_shared::{domain::encode_batch, queue};
+use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -35,6 +40,8 @@ pub enum PublishError {
     Nacked,
     #[error("no confirm from the broker in time")]
     Timeout,
+    #[error("the broker blocks publishing: {0}")]
+    Blocked(String),
     #[error("publishing failed: {0}")]
     Broker(String),
 }
@@ -53,11 +60,39 @@ pub struct PublisherConfig {
     pub confirm_timeout: Duration,
 }
 
+/// Whether the broker blocks this connection's publishing, and why (`connection.blocked`).
+#[derive(Default)]
+struct Blocked {
+    now: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Blocked {
+    fn set(&self, reason: Option<String>) {
+        let on = reason.is_some();
+        if let Ok(mut r) = self.reason.lock() {
+            *r = reason.unwrap_or_default();
+        }
+        let was = self.now.swap(on, Ordering::Relaxed);
+        metrics::gauge!("ingest_broker_blocked").set(if on { 1.0 } else { 0.0 });
+        if on && !was {
+            tracing::error!(reason = %self.reason(), "The broker blocks publishing (a resource alarm); events are refused with 503 until it lifts.");
+        } else if !on && was {
+            tracing::info!("The broker accepts messages again.");
+        }
+    }
+
+    fn reason(&self) -> String {
+        self.reason.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
 /// Handle used by request handlers; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::Sender<Job>,
     connected: Arc<AtomicBool>,
+    blocked: Arc<Blocked>,
     timeout: Duration,
     sent: Arc<AtomicU64>,
 }
@@ -71,10 +106,18 @@ impl Publisher {
         let connected = Arc::new(AtomicBool::new(false));
         let timeout = config.confirm_timeout;
         let sent = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(config, rx, connected.clone(), sent.clone()));
+        let blocked = Arc::new(Blocked::default());
+        tokio::spawn(run(
+            config,
+            rx,
+            connected.clone(),
+            blocked.clone(),
+            sent.clone(),
+        ));
         Publisher {
             tx,
             connected,
+            blocked,
             timeout,
             sent,
         }
@@ -82,6 +125,14 @@ impl Publisher {
 
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Why the broker blocks publishing, while it does (a memory or disk alarm).
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked
+            .now
+            .load(Ordering::Relaxed)
+            .then(|| self.blocked.reason())
     }
 
     /// Broker messages handed to the broker so far (confirmed or not): how well events are packed.
@@ -93,6 +144,9 @@ impl Publisher {
     pub async fn publish(&self, events: Vec<Vec<u8>>) -> Result<(), PublishError> {
         if !self.is_connected() {
             return Err(PublishError::Disconnected);
+        }
+        if let Some(reason) = self.blocked() {
+            return Err(PublishError::Blocked(reason));
         }
         let (done, wait) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -152,6 +206,7 @@ async fn run(
     config: PublisherConfig,
     mut rx: mpsc::Receiver<Job>,
     connected: Arc<AtomicBool>,
+    blocked: Arc<Blocked>,
     sent: Arc<AtomicU64>,
 ) {
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
@@ -179,6 +234,20 @@ async fn run(
             }
         };
         backoff = Duration::from_millis(100);
+        // The broker tells of a resource alarm on the connection; the watch ends with it.
+        let watch = {
+            let blocked = blocked.clone();
+            let mut events = conn.events_listener();
+            tokio::spawn(async move {
+                while let Some(event) = events.next().await {
+                    match event {
+                        lapin::Event::ConnectionBlocked(reason) => blocked.set(Some(reason)),
+                        lapin::Event::ConnectionUnblocked => blocked.set(None),
+                        _ => {}
+                    }
+                }
+            })
+        };
         connected.store(true, Ordering::Relaxed);
         metrics::gauge!("ingest_broker_connected").set(1.0);
         tracing::info!("Connected to the broker.");
@@ -294,6 +363,8 @@ async fn run(
         }
         connected.store(false, Ordering::Relaxed);
         metrics::gauge!("ingest_broker_connected").set(0.0);
+        watch.abort();
+        blocked.set(None);
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             conn.close(200, "reconnecting".into()),

@@ -252,3 +252,123 @@ async fn with_its_broker_stopped_or_killed_under_load_ingest_answers_503_recover
     );
     app.shutdown().await;
 }
+
+/// A RabbitMQ resource alarm (memory here; a disk alarm acts the same) blocks every publishing
+/// connection. Ingest hears the broker's `connection.blocked`: from then on it refuses events at
+/// once with 503 and `Retry-After` (not after the confirm timeout, a minute here), its `/health`
+/// is 503 and says why, and once the alarm lifts it accepts again without a restart. Every 202
+/// is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_broker_out_of_memory_ingest_refuses_at_once_says_why_and_resumes() {
+    let rabbit = OwnRabbit::new().await;
+    let url = rabbit.url();
+    let ingest_url = url.clone();
+    let mut app = TestApp::spawn_with(move |s| {
+        s.services.amqp_url = ingest_url;
+        s.publish_timeout = Duration::from_secs(60);
+    })
+    .await;
+    app.start_worker_with(|w| w.services.amqp_url = url).await;
+    let post = |message: &str| {
+        let (client, url, key) = (
+            app.client.clone(),
+            format!("{}/api/errors", app.addr),
+            app.key.clone(),
+        );
+        let id = Uuid::now_v7();
+        let body = json!({"message": message, "source": "backend", "event_id": id}).to_string();
+        async move {
+            let resp = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-api-key", key)
+                .body(body)
+                .send()
+                .await
+                .expect("ingest answers");
+            (id, resp)
+        }
+    };
+    let health = || async {
+        let resp = app
+            .client
+            .get(format!("{}/health", app.addr))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        (status, body["checks"]["rabbitmq"]["error"].clone())
+    };
+    let (before, resp) = post("before the alarm").await;
+    assert_eq!(resp.status(), 202);
+
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "0.000001"])
+        .await;
+    // The broker blocks a connection when it next publishes: this request's message is the one
+    // caught; it is answered when the alarm lifts.
+    let caught = tokio::spawn(post("caught by the block"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, error) = health().await;
+        if status == 503 {
+            let error = error.as_str().unwrap_or_default().to_string();
+            assert!(
+                error.contains("blocks publishing") && error.contains("memory"),
+                "/health says why: {error}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest never heard of the block"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Well within the confirm timeout: refused, not waited out.
+    let (_, refused) = tokio::time::timeout(Duration::from_secs(30), post("during the alarm"))
+        .await
+        .expect("a request during the alarm is refused at once");
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "queue_unavailable", "{body}");
+    assert!(
+        !caught.is_finished(),
+        "the caught message waits for its confirm"
+    );
+
+    rabbit.ctl(&["set_vm_memory_high_watermark", "0.4"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while health().await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest never heard the block lift"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (after, resp) = post("after the alarm").await;
+    assert_eq!(resp.status(), 202);
+    let (caught, resp) = caught.await.unwrap();
+    assert_eq!(resp.status(), 202, "confirmed once the alarm lifted");
+
+    app.wait_for_count(3, 30).await;
+    let ids: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM events ORDER BY id")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    let mut expected = vec![before, caught, after];
+    expected.sort();
+    assert_eq!(
+        ids.into_iter().map(|(id,)| id).collect::<Vec<_>>(),
+        expected
+    );
+    app.shutdown().await;
+}

@@ -17,7 +17,8 @@ fn check(ok: bool, started: Instant, error: Option<String>) -> Value {
     v
 }
 
-/// 200 while ingest can take events (the broker is reachable); 503 otherwise. Postgres and Redis
+/// 200 while ingest can take events (the broker is reachable and does not block publishing);
+/// 503 otherwise. Postgres and Redis
 /// are reported but do not fail the check: known keys are cached and Redis is only an accelerator.
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let started = Instant::now();
@@ -36,12 +37,16 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => check(true, started, None),
         Err(e) => check(false, started, Some(e)),
     };
-    let broker_ok = state.publisher.is_connected();
-    let rabbitmq = check(
-        broker_ok,
-        Instant::now(),
-        (!broker_ok).then(|| "not connected".to_string()),
-    );
+    let broker_error = if !state.publisher.is_connected() {
+        Some("not connected".to_string())
+    } else {
+        state
+            .publisher
+            .blocked()
+            .map(|reason| format!("the broker blocks publishing: {reason}"))
+    };
+    let broker_ok = broker_error.is_none();
+    let rabbitmq = check(broker_ok, Instant::now(), broker_error);
     let status = if broker_ok {
         StatusCode::OK
     } else {

@@ -607,6 +607,30 @@ impl OwnRabbit {
             server.stop("KILL").await;
         }
     }
+
+    /// Runs `rabbitmqctl` against this node (its name, its cookie), e.g.
+    /// `set_vm_memory_high_watermark 0.000001` to raise a memory alarm; panics if it fails.
+    pub async fn ctl(&self, args: &[&str]) -> String {
+        let mut cmd = std::process::Command::new(self.script.with_file_name("rabbitmqctl"));
+        cmd.current_dir(&self.dir)
+            .env("HOME", &self.dir)
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
+            .arg("-n")
+            .arg(&self.node)
+            .args(args);
+        let what = format!("rabbitmqctl {}", args.join(" "));
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("rabbitmqctl task")
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for OwnRabbit {
