@@ -14,7 +14,7 @@ use faultline_shared::{
 };
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, Consumer,
+    BasicProperties, Channel, Connection, Consumer, PublisherConfirm,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -680,22 +680,10 @@ async fn dead_letter_refused(
                 format!("SQLSTATE {}: {}", refusal.sqlstate, refusal.error).into(),
             ),
         );
-        confirms.push(
-            dead.basic_publish(
-                topology.dead_exchange.as_str().into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into())
-                    .with_headers(headers),
-            )
-            .await?,
-        );
+        confirms.push(publish_dead(dead, topology, &body, headers).await?);
     }
     for confirm in confirms {
-        anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a dead letter");
+        confirmed(confirm).await?;
     }
     metrics::counter!("worker_dead_lettered_total", "kind" => "refused")
         .increment(refused.len() as u64);
@@ -706,17 +694,32 @@ async fn dead_letter_refused(
 /// so they are safe before their message is acked.
 async fn dead_letter(dead: &Channel, topology: &Topology, poison: &[Value]) -> anyhow::Result<()> {
     let body = serde_json::to_vec(poison).unwrap_or_default();
-    let confirm = dead
-        .basic_publish(
-            topology.dead_exchange.as_str().into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into()),
-        )
-        .await?;
+    confirmed(publish_dead(dead, topology, &body, FieldTable::default()).await?).await
+}
+
+/// Publishes one persistent message to the dead-letter exchange; the confirm is the caller's to
+/// wait for.
+async fn publish_dead(
+    dead: &Channel,
+    topology: &Topology,
+    body: &[u8],
+    headers: FieldTable,
+) -> lapin::Result<PublisherConfirm> {
+    dead.basic_publish(
+        topology.dead_exchange.as_str().into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(headers),
+    )
+    .await
+}
+
+/// Waits for a dead letter's confirm: only an ack makes it safe to ack what it came from.
+async fn confirmed(confirm: PublisherConfirm) -> anyhow::Result<()> {
     anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a dead letter");
     Ok(())
 }

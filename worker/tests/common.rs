@@ -154,6 +154,22 @@ where
     }
 }
 
+/// Waits until the groups' counts add up to `n`, failing the test after `secs`.
+pub async fn until_counted(pool: &PgPool, n: i64, secs: u64) {
+    eventually(secs, &format!("{n} events counted"), || async move {
+        counted(pool).await == n
+    })
+    .await;
+}
+
+/// Waits until the test's dead-letter queue holds `n` messages, failing the test after `secs`.
+pub async fn until_dead_letters(prefix: &str, n: u32, secs: u64) {
+    eventually(secs, &format!("{n} dead letters"), || async move {
+        depth(prefix, true).await == n
+    })
+    .await;
+}
+
 /// A worker running in-process with `/health` and `/metrics` on a port the test knows.
 pub struct RunningWorker {
     pub addr: String,

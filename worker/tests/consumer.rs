@@ -30,18 +30,8 @@ async fn a_poison_message_is_dead_lettered_and_the_events_behind_it_are_processe
     publish_events(&prefix, std::slice::from_ref(&good_after)).await;
 
     let worker = RunningWorker::start(settings(&db.url, &prefix)).await;
-    let pool = db.pool.clone();
-    eventually(20, "good events counted", || {
-        let pool = pool.clone();
-        async move { counted(&pool).await == 4 }
-    })
-    .await;
-    let p = prefix.clone();
-    eventually(20, "two dead letters", || {
-        let p = p.clone();
-        async move { depth(&p, true).await == 2 }
-    })
-    .await;
+    until_counted(&db.pool, 4, 20).await;
+    until_dead_letters(&prefix, 2, 20).await;
     assert_eq!(depth(&prefix, false).await, 0);
     worker.stop().await;
     testkit::delete_topology(&prefix).await;
@@ -72,18 +62,8 @@ async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_i
     publish_events(&prefix, &[vec![event("behind"), event("behind")]]).await;
 
     let worker = RunningWorker::start(settings(&db.url, &prefix)).await;
-    let pool = db.pool.clone();
-    eventually(30, "the other 32 events counted", || {
-        let pool = pool.clone();
-        async move { counted(&pool).await == 32 }
-    })
-    .await;
-    let p = prefix.clone();
-    eventually(20, "two dead letters", || {
-        let p = p.clone();
-        async move { depth(&p, true).await == 2 }
-    })
-    .await;
+    until_counted(&db.pool, 32, 30).await;
+    until_dead_letters(&prefix, 2, 20).await;
     assert_eq!(depth(&prefix, false).await, 0);
     assert_eq!(stored_events(&db.pool).await, 32);
     assert_eq!(rollup_total(&db.pool).await, 32);
@@ -181,12 +161,7 @@ async fn context_and_extra_are_stored_as_the_json_that_was_sent() {
     .await;
 
     let worker = RunningWorker::start(settings(&db.url, &prefix)).await;
-    let pool = db.pool.clone();
-    eventually(20, "both events stored", || {
-        let pool = pool.clone();
-        async move { counted(&pool).await == 2 }
-    })
-    .await;
+    until_counted(&db.pool, 2, 20).await;
     let stored: (serde_json::Value, serde_json::Value) =
         sqlx::query_as("SELECT context, extra FROM events WHERE id = $1")
             .bind(with.event_id)
@@ -350,12 +325,7 @@ async fn a_batch_closes_when_the_prefetch_is_in_hand_instead_of_waiting_for_more
     s.batch_size = 1000;
     s.batch_wait = Duration::from_secs(600);
     let worker = RunningWorker::start(s).await;
-    let pool = db.pool.clone();
-    eventually(60, "both prefetch-sized batches committed", || {
-        let pool = pool.clone();
-        async move { counted(&pool).await == 8 }
-    })
-    .await;
+    until_counted(&db.pool, 8, 60).await;
     worker.stop().await;
     testkit::delete_topology(&prefix).await;
 }
@@ -382,12 +352,7 @@ async fn large_messages_are_held_to_the_byte_window_while_commits_wait() {
     // First a few, processed: the worker learns what its messages weigh (~110 KB each).
     let first: Vec<Vec<_>> = (0..10).map(big).collect();
     publish_events(&prefix, &first).await;
-    let pool = db.pool.clone();
-    eventually(60, "the first messages committed", || {
-        let pool = pool.clone();
-        async move { counted(&pool).await == 1000 }
-    })
-    .await;
+    until_counted(&db.pool, 1000, 60).await;
 
     // Now commits wait on a lock while 60 more arrive.
     let mut blocker = db.pool.begin().await.unwrap();
@@ -416,6 +381,7 @@ async fn large_messages_are_held_to_the_byte_window_while_commits_wait() {
     );
 
     blocker.rollback().await.unwrap();
+    let pool = db.pool.clone();
     eventually(120, "every event counted once", || {
         let pool = pool.clone();
         async move { counted(&pool).await == 7000 && stored_events(&pool).await == 7000 }

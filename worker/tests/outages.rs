@@ -31,12 +31,7 @@ async fn with_postgres_gone_the_worker_holds_its_batch_and_resumes_without_loss_
     let mut settings = settings(&proxied_url, &prefix);
     settings.batch_size = 100;
     let worker = RunningWorker::start(settings).await;
-    let pool = db.pool.clone();
-    eventually(30, "the first 1,000 events", || {
-        let pool = pool.clone();
-        async move { counted(&pool).await == 1000 }
-    })
-    .await;
+    until_counted(&db.pool, 1000, 30).await;
 
     proxy.cut();
     publish_events(&prefix, &(20..40).map(batch).collect::<Vec<_>>()).await;
