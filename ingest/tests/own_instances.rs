@@ -290,12 +290,7 @@ async fn with_its_broker_out_of_memory_ingest_refuses_at_once_says_why_and_resum
         }
     };
     let health = || async {
-        let resp = app
-            .client
-            .get(format!("{}/health", app.addr))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get("/health").await;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap();
         (status, body["checks"]["rabbitmq"]["error"].clone())
