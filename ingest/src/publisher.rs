@@ -235,6 +235,7 @@ async fn run(
         };
         backoff = Duration::from_millis(100);
         // The broker tells of a resource alarm on the connection; the watch ends with it.
+        blocked.set(None);
         let watch = {
             let blocked = blocked.clone();
             let mut events = conn.events_listener();

@@ -663,14 +663,26 @@ async fn dead_letter_refused(
     Refusals { dead, topology }: Refusals<'_>,
     refused: &[(StoredEvent, Refusal)],
 ) -> anyhow::Result<()> {
+    let Some((first, why)) = refused.first() else {
+        return Ok(());
+    };
+    // One line per batch: a deleted project's backlog would otherwise log a line per event.
+    tracing::warn!(
+        events = refused.len(),
+        first_event_id = %first.event_id,
+        project_id = %first.project_id,
+        sqlstate = why.sqlstate,
+        error = why.error,
+        "Postgres refused events; dead-lettered with the reason in their x-faultline-error header."
+    );
     let mut confirms = Vec::with_capacity(refused.len());
     for (event, refusal) in refused {
-        tracing::warn!(
+        tracing::debug!(
             event_id = %event.event_id,
             project_id = %event.project_id,
             sqlstate = refusal.sqlstate,
             error = refusal.error,
-            "Postgres refused an event; dead-lettered."
+            "Refused event dead-lettered."
         );
         let body = serde_json::to_vec(std::slice::from_ref(event)).unwrap_or_default();
         let mut headers = FieldTable::default();
