@@ -67,6 +67,65 @@ pub async fn evaluate(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Vec<F
     Ok(firings)
 }
 
+/// How far back a threshold rule looks for minutes written after its previous evaluation: a
+/// worker behind by more than this (after a long outage) still loses its events for the rule.
+pub const LATE_COMMIT_LOOKBACK: TimeDelta = TimeDelta::hours(1);
+
+/// The first minute of the busiest window of `buckets` rollup minutes among the current one (ending
+/// at `last`) and every earlier one holding a minute that changed since the rule's previous
+/// evaluation and has left the current window; `None` when there are no minutes at all. A threshold
+/// rule counts what was *received* in its window, and the previous evaluations judged each earlier
+/// window on what had been committed by then: only windows with a minute written since can hold
+/// more now, and checking only those keeps a burst that was already judged from being judged again.
+/// A changed minute still inside the current window is judged there (a worker that keeps up writes
+/// only such minutes), so a busy window is not reported again one tick later merely because the
+/// storm is easing. On a tie the latest window wins.
+pub fn busiest_window(
+    minutes: &[store::MinuteCount],
+    last: DateTime<Utc>,
+    buckets: i64,
+) -> Option<DateTime<Utc>> {
+    let buckets = buckets.max(1);
+    let first = minutes
+        .first()?
+        .minute
+        .min(last - TimeDelta::minutes(buckets - 1));
+    let span = (last - first).num_minutes() + 1;
+    // Counts per minute from `first` to `last`, and their prefix sums.
+    let mut counts = vec![0i64; span as usize];
+    let mut changed = vec![false; span as usize];
+    for m in minutes {
+        let i = (m.minute - first).num_minutes();
+        if (0..span).contains(&i) {
+            counts[i as usize] += m.count;
+            changed[i as usize] |= m.changed;
+        }
+    }
+    // Changed minutes the current window holds are judged by it.
+    let current = span - 1;
+    for c in changed
+        .iter_mut()
+        .skip((current - buckets + 1).max(0) as usize)
+    {
+        *c = false;
+    }
+    // Prefix sums of the counts and of the changed minutes: each window is then two look-ups.
+    let mut prefix = vec![0i64; span as usize + 1];
+    let mut changes = vec![0i64; span as usize + 1];
+    for i in 0..span as usize {
+        prefix[i + 1] = prefix[i] + counts[i];
+        changes[i + 1] = changes[i] + i64::from(changed[i]);
+    }
+    let sum = |p: &[i64], end: i64| p[end as usize + 1] - p[(end - buckets + 1).max(0) as usize];
+    let mut best = (sum(&prefix, current), current);
+    for end in ((buckets - 1)..current).rev() {
+        if sum(&changes, end) > 0 && sum(&prefix, end) > best.0 {
+            best = (sum(&prefix, end), end);
+        }
+    }
+    Some(first + TimeDelta::minutes(best.1 - buckets + 1))
+}
+
 fn filters(rule: &RuleRow) -> Filters {
     Filters {
         level: rule.filter_level.clone(),
@@ -95,13 +154,38 @@ async fn evaluate_rule(
     // For display: new_error/regression report what happened since the last evaluation (or since
     // the rule was created); threshold looks at the window, rounded out to whole rollup minutes.
     let since = rule.last_evaluated_at.unwrap_or(rule.created_at);
-    let (window_start, count, top) = match kind {
+    let mut snapshot = None;
+    let (window_start, count, top, late) = match kind {
         RuleKind::Threshold => {
-            let from = (now - TimeDelta::seconds(window_secs))
-                .duration_trunc(TimeDelta::minutes(1))
-                .unwrap_or(now);
-            let (count, top) = store::threshold_count(tx, rule, from, now).await?;
-            (from, count, top)
+            let minute = |t: DateTime<Utc>| t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t);
+            let from = minute(now - TimeDelta::seconds(window_secs));
+            // Minutes written late (by a worker behind, or one back after an outage) are looked
+            // for as far back as LATE_COMMIT_LOOKBACK; a rule's first evaluation has no snapshot
+            // to compare with and judges the current window only.
+            let (minutes, seen_now) = store::minute_counts(
+                tx,
+                rule,
+                from - LATE_COMMIT_LOOKBACK,
+                now,
+                rule.last_snapshot.as_deref(),
+            )
+            .await?;
+            snapshot = Some(seen_now);
+            let buckets = (minute(now) - from).num_minutes() + 1;
+            let busiest = busiest_window(&minutes, minute(now), buckets);
+            match busiest {
+                // A window of earlier minutes that changed since the previous evaluation holds
+                // more than the current one: that is the one reported.
+                Some(start) if start != from => {
+                    let end = start + (minute(now) - from);
+                    let (count, top) = store::threshold_count(tx, rule, start, end).await?;
+                    (start, count, top, true)
+                }
+                _ => {
+                    let (count, top) = store::threshold_count(tx, rule, from, now).await?;
+                    (from, count, top, false)
+                }
+            }
         }
         RuleKind::NewError | RuleKind::Regression => {
             // Groups stamped by transactions from the previous bound up to this one: a group
@@ -114,14 +198,14 @@ async fn evaluate_rule(
             };
             let (count, top) =
                 store::changed_groups(tx, rule, kind == RuleKind::Regression, from, upto).await?;
-            (since, count, top)
+            (since, count, top, false)
         }
     };
     let fires = match kind {
         RuleKind::Threshold => count > rule.threshold,
         _ => count > 0,
     };
-    store::mark_evaluated(tx, rule.id, now, upto).await?;
+    store::mark_evaluated(tx, rule.id, now, upto, snapshot.as_deref()).await?;
     if !fires {
         return Ok(None);
     }
@@ -132,7 +216,15 @@ async fn evaluate_rule(
         .is_some_and(|t| now < t + cooldown && t <= now);
     let condition =
         rule::condition_sentence(kind, rule.threshold, window_secs as u64, &filters(rule));
-    let description = describe(kind, count, window_secs as u64, rule, top.as_ref());
+    let late_start = late.then_some(window_start);
+    let description = describe(
+        kind,
+        count,
+        window_secs as u64,
+        late_start,
+        rule,
+        top.as_ref(),
+    );
     let (incident_id, new_incident) =
         store::open_or_update_incident(tx, rule, &rule.name, &description, count, now).await?;
 
@@ -189,21 +281,30 @@ async fn evaluate_rule(
     }))
 }
 
+/// `late_start`: the start of an earlier window that a threshold rule reports because events
+/// received then were written late (see [`busiest_window`]).
 fn describe(
     kind: RuleKind,
     count: i64,
     window_secs: u64,
+    late_start: Option<DateTime<Utc>>,
     rule: &RuleRow,
     top: Option<&TopError>,
 ) -> String {
-    let head = match kind {
-        RuleKind::Threshold => format!(
+    let head = match (kind, late_start) {
+        (RuleKind::Threshold, None) => format!(
             "{count} events in the last {} (threshold {})",
             rule::describe_duration(window_secs),
             rule.threshold
         ),
-        RuleKind::NewError => format!("{count} new error group(s) first seen"),
-        RuleKind::Regression => format!("{count} resolved error group(s) occurred again"),
+        (RuleKind::Threshold, Some(start)) => format!(
+            "{count} events in the {} from {} UTC, stored late (threshold {})",
+            rule::describe_duration(window_secs),
+            start.format("%Y-%m-%d %H:%M"),
+            rule.threshold
+        ),
+        (RuleKind::NewError, _) => format!("{count} new error group(s) first seen"),
+        (RuleKind::Regression, _) => format!("{count} resolved error group(s) occurred again"),
     };
     match top {
         Some(t) => format!(
@@ -267,4 +368,61 @@ fn payload(p: PayloadParts<'_>) -> Value {
         "top_error": p.top,
         "fired_at": p.now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(min: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap() + TimeDelta::minutes(min)
+    }
+
+    fn m(min: i64, count: i64, changed: bool) -> store::MinuteCount {
+        store::MinuteCount {
+            minute: at(min),
+            count,
+            changed,
+        }
+    }
+
+    #[test]
+    fn the_current_window_when_nothing_earlier_changed() {
+        // A burst at minutes 0..2 that earlier evaluations already judged, 3 events now.
+        let minutes = [m(0, 50, false), m(1, 50, false), m(58, 3, true)];
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+        assert_eq!(busiest_window(&[], at(60), 6), None);
+    }
+
+    #[test]
+    fn an_earlier_window_with_minutes_written_late_and_more_events_wins() {
+        // 11 events received at minute 20, written after the windows covering them were judged.
+        let minutes = [m(20, 11, true), m(59, 2, true)];
+        let start = busiest_window(&minutes, at(60), 6).unwrap();
+        assert!((at(15)..=at(20)).contains(&start), "{start}");
+        // Every minute of a window counts, also those that did not change: 5 judged + 7 late.
+        let minutes = [m(30, 5, false), m(33, 7, true)];
+        let start = busiest_window(&minutes, at(60), 6).unwrap();
+        assert!((at(28)..=at(30)).contains(&start), "{start}");
+    }
+
+    #[test]
+    fn a_tie_keeps_the_latest_window_and_unchanged_bursts_are_not_judged_again() {
+        let minutes = [m(10, 4, true), m(60, 4, false)];
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+        let minutes = [m(10, 400, false), m(12, 1, false), m(60, 4, true)];
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+    }
+
+    #[test]
+    fn a_minute_changed_inside_the_current_window_is_judged_there_only() {
+        // An easing storm the worker keeps up with: minute 55 was written after the previous tick,
+        // and the window ending at 55 held more than the current one, but it was judged already.
+        let minutes = [m(50, 100, false), m(55, 10, true), m(60, 1, true)];
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+        // The same minute once it has left the window is judged by the windows holding it.
+        let minutes = [m(50, 100, false), m(54, 10, true), m(60, 1, true)];
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(50)));
+    }
 }

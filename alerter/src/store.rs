@@ -58,6 +58,9 @@ pub struct RuleRow {
     pub last_evaluated_at: Option<DateTime<Utc>>,
     /// The bound of the last evaluation (see [`snapshot_xmin`]); `None` before the first one.
     pub last_xmin: Option<Xid8>,
+    /// The snapshot a threshold rule's last evaluation counted with (`pg_snapshot` as text, see
+    /// [`minute_counts`]); `None` before the first one.
+    pub last_snapshot: Option<String>,
     pub last_triggered: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -76,7 +79,8 @@ pub async fn claim_due_rule(
     sqlx::query_as(
         "SELECT id, project_id, name, kind, threshold, time_window_secs, filter_level,
                 filter_source, filter_environment, cooldown_secs, severity, notifications,
-                last_evaluated_at, last_xmin, last_triggered, created_at
+                last_evaluated_at, last_xmin, last_snapshot::text AS last_snapshot, last_triggered,
+                created_at
          FROM alert_rules
          WHERE enabled AND (last_evaluated_at IS NULL OR last_evaluated_at < $1)
            AND id <> ALL($2)
@@ -90,19 +94,26 @@ pub async fn claim_due_rule(
     .await
 }
 
-/// Records the evaluation for the tick `now`, up to the transaction bound `upto`.
+/// Records the evaluation for the tick `now`, up to the transaction bound `upto`, and (threshold
+/// rules) the snapshot it counted with.
 pub async fn mark_evaluated(
     conn: &mut PgConnection,
     rule_id: Uuid,
     now: DateTime<Utc>,
     upto: Xid8,
+    snapshot: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE alert_rules SET last_evaluated_at = $2, last_xmin = $3 WHERE id = $1")
-        .bind(rule_id)
-        .bind(now)
-        .bind(upto)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE alert_rules SET last_evaluated_at = $2, last_xmin = $3,
+                last_snapshot = COALESCE($4::text::pg_snapshot, last_snapshot)
+         WHERE id = $1",
+    )
+    .bind(rule_id)
+    .bind(now)
+    .bind(upto)
+    .bind(snapshot)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -184,6 +195,81 @@ pub async fn threshold_count(
         ),
         None => (0, None),
     })
+}
+
+/// A rule's matching events in one rollup minute, and whether a transaction that the rule's
+/// previous evaluation could not see wrote to that minute (so that evaluation did not judge all of
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteCount {
+    pub minute: DateTime<Utc>,
+    pub count: i64,
+    pub changed: bool,
+}
+
+/// Per rollup minute in `[from, to]`: the rule's matching events, and whether a row of that minute
+/// was last written by a transaction that `seen` (the previous evaluation's snapshot) does not show
+/// as committed; with no `seen`, nothing counts as changed. Also returns the snapshot this statement
+/// counted with, for the next evaluation: one statement, so the two agree exactly.
+///
+/// A rollup row's `xmin` is its last writer's 32-bit transaction id; it is widened to an `xid8`
+/// with the epoch of this snapshot's `xmax` (the previous epoch when it is not below `xmax`'s low
+/// half), which is exact for rows written in the last two billion transactions, far more than the
+/// minutes asked for (a frozen row reads as xid 2: old, so seen). Reading `xmax` rather than
+/// `pg_current_xact_id()` keeps the statement from assigning a transaction id. The query reads every rollup row of the project in the range (an hour more than the window:
+/// ~60 × the groups active per minute); the groups are read only for a source filter.
+pub async fn minute_counts(
+    conn: &mut PgConnection,
+    rule: &RuleRow,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    seen: Option<&str>,
+) -> Result<(Vec<MinuteCount>, String), sqlx::Error> {
+    type Row = (String, Option<DateTime<Utc>>, Option<i64>, Option<bool>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH cur AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x,
+                            pg_current_snapshot() AS snap),
+         per_minute AS (
+             SELECT c.minute, sum(c.count)::bigint AS count,
+                    COALESCE(bool_or(NOT pg_visible_in_snapshot(
+                        (CASE WHEN c.xmin::text::bigint < (cur.x & 4294967295)
+                              THEN ((cur.x >> 32) << 32) | c.xmin::text::bigint
+                              ELSE (((cur.x >> 32) - 1) << 32) | c.xmin::text::bigint
+                         END)::text::xid8,
+                        $7::text::pg_snapshot)), false) AS changed
+             FROM error_counts_minute c
+             CROSS JOIN cur
+             WHERE c.project_id = $1 AND c.minute >= $2 AND c.minute <= $3
+               AND ($4::text IS NULL OR c.level = $4)
+               AND ($5::text IS NULL
+                    OR EXISTS (SELECT 1 FROM error_groups g WHERE g.id = c.group_id AND g.source = $5))
+               AND ($6::text IS NULL OR c.environment = $6)
+             GROUP BY c.minute)
+         SELECT (SELECT snap::text FROM cur), p.minute, p.count, p.changed
+         FROM (SELECT 1) AS one LEFT JOIN per_minute p ON true
+         ORDER BY p.minute",
+    )
+    .bind(rule.project_id)
+    .bind(from)
+    .bind(to)
+    .bind(&rule.filter_level)
+    .bind(&rule.filter_source)
+    .bind(&rule.filter_environment)
+    .bind(seen)
+    .fetch_all(conn)
+    .await?;
+    let snapshot = rows.first().map(|r| r.0.clone()).unwrap_or_default();
+    let minutes = rows
+        .into_iter()
+        .filter_map(|(_, minute, count, changed)| {
+            Some(MinuteCount {
+                minute: minute?,
+                count: count?,
+                changed: changed.unwrap_or(false),
+            })
+        })
+        .collect();
+    Ok((minutes, snapshot))
 }
 
 /// Where a new_error or regression evaluation starts.

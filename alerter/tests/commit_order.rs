@@ -221,3 +221,59 @@ async fn a_threshold_count_committed_after_an_evaluation_is_counted_by_the_next_
     assert_eq!(firings.len(), 1);
     assert_eq!(firings[0].count, 11);
 }
+
+/// A worker far behind (a backlog after a storm, or back after an outage) writes events received
+/// 20 minutes ago, long after every evaluation whose 5-minute window covered their minute. The next
+/// evaluation finds that minute written since the previous one and judges the windows holding it:
+/// 11 events are more than 10, so the rule fires, once, naming that window; the evaluation after
+/// that does not judge the same burst again. (Before, no window ever covered them again and nobody
+/// was paged.)
+#[tokio::test]
+async fn a_burst_written_long_after_its_window_passed_fires_the_rule_once() {
+    let db = setup().await;
+    let pool = &db.pool;
+    create_rule(
+        pool,
+        NewRule {
+            cooldown_secs: 0,
+            ..NewRule::default()
+        },
+    )
+    .await;
+    // Already judged: 4 events 30 minutes ago, and the first evaluation (which sets the bound).
+    ingest_at(
+        pool,
+        "boom",
+        Level::Error,
+        "backend",
+        "production",
+        Utc::now() - chrono::TimeDelta::minutes(30),
+        4,
+    )
+    .await;
+    assert!(evaluate(pool, Utc::now()).await.unwrap().is_empty());
+    let received = Utc::now() - chrono::TimeDelta::minutes(20);
+    let in_flight = begin_ingest_at(pool, "boom", Level::Error, "backend", received, 11).await;
+    assert!(evaluate(pool, Utc::now()).await.unwrap().is_empty());
+    in_flight.commit().await.unwrap();
+
+    let firings = evaluate(pool, Utc::now()).await.unwrap();
+    assert_eq!(firings.len(), 1, "the late burst is judged");
+    assert_eq!(firings[0].count, 11);
+    let (payload,): (serde_json::Value,) = sqlx::query_as(
+        "SELECT payload FROM notifications ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let start: chrono::DateTime<Utc> =
+        serde_json::from_value(payload["window"]["start"].clone()).unwrap();
+    assert!(
+        start <= received && received < start + chrono::TimeDelta::minutes(6),
+        "the window reported holds the burst: {start} for {received}"
+    );
+    assert!(
+        evaluate(pool, Utc::now()).await.unwrap().is_empty(),
+        "nothing written since: the burst is not judged again"
+    );
+}

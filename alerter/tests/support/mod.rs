@@ -79,7 +79,19 @@ pub async fn begin_ingest(
     source: &str,
     n: usize,
 ) -> Transaction<'static, Postgres> {
-    let events = events(message, level, source, "production", Utc::now(), n);
+    begin_ingest_at(pool, message, level, source, Utc::now(), n).await
+}
+
+/// [`begin_ingest`] for events received at `at` (a worker behind writes them long after).
+pub async fn begin_ingest_at(
+    pool: &PgPool,
+    message: &str,
+    level: Level,
+    source: &str,
+    at: DateTime<Utc>,
+    n: usize,
+) -> Transaction<'static, Postgres> {
+    let events = events(message, level, source, "production", at, n);
     let stored_events = stored(&events);
     let batch = worker::process::Batch::prepare(&stored_events);
     let mut tx = pool.begin().await.expect("begin");

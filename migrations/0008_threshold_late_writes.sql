@@ -1,0 +1,12 @@
+-- Threshold rules and events written late (RELIABILITY.md, "A burst written long after every window
+-- that covered its minute was judged").
+--
+-- A threshold rule counts the events *received* in its window, from the per-minute rollups. A worker
+-- that is behind (after a storm, or back after an outage) writes a minute long after the
+-- evaluations whose windows covered it were made, and no later window covered it again: the rule
+-- never fired for such a burst. Each evaluation now also judges the earlier windows holding a minute
+-- that a transaction it could not see at the rule's previous evaluation wrote to. That needs the
+-- previous evaluation's snapshot: which transactions it saw (pg_visible_in_snapshot of a rollup row's
+-- last writer). NULL until a rule's first evaluation after this migration, which judges the current
+-- window only, as before.
+ALTER TABLE alert_rules ADD COLUMN last_snapshot pg_snapshot;
