@@ -17,7 +17,6 @@
 //! `max_in_flight`, so a slow broker does not cap throughput at one message per round trip.
 
 use faultline_shared::{domain::encode_batch, queue};
-use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -238,14 +237,10 @@ async fn run(
         blocked.set(None);
         let watch = {
             let blocked = blocked.clone();
-            let mut events = conn.events_listener();
+            let mut events = queue::watch_blocked(&conn);
             tokio::spawn(async move {
-                while let Some(event) = events.next().await {
-                    match event {
-                        lapin::Event::ConnectionBlocked(reason) => blocked.set(Some(reason)),
-                        lapin::Event::ConnectionUnblocked => blocked.set(None),
-                        _ => {}
-                    }
+                while events.changed().await.is_ok() {
+                    blocked.set(events.borrow_and_update().clone());
                 }
             })
         };

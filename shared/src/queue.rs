@@ -119,6 +119,31 @@ pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     }
 }
 
+/// Follows the broker's `connection.blocked` and `connection.unblocked` on `conn`: the value is the
+/// broker's reason while it blocks the connection (a memory or disk alarm), `None` otherwise. A
+/// blocked connection's socket is not read: its publishes wait unconfirmed, and so does every
+/// frame sent after them, acks included. The broker blocks a connection when it next publishes
+/// during an alarm, so a connection that only consumes is never blocked. The watch ends with the
+/// connection.
+pub fn watch_blocked(conn: &Connection) -> tokio::sync::watch::Receiver<Option<String>> {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let mut events = conn.events_listener();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let now = match event {
+                lapin::Event::ConnectionBlocked(reason) => Some(reason.to_string()),
+                lapin::Event::ConnectionUnblocked => None,
+                _ => continue,
+            };
+            if tx.send(now).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Messages waiting in the queue and consumers attached, via a passive declare.
 pub async fn queue_depth(channel: &Channel, queue: &str) -> lapin::Result<(u32, u32)> {
     let q = channel

@@ -4,6 +4,7 @@
 //! failure is retried with backoff while the deliveries stay unacked, so nothing is lost.
 
 use crate::{
+    dead_letter::DeadLetters,
     process::{Outcome, process_batch},
     window::Window,
 };
@@ -14,11 +15,10 @@ use faultline_shared::{
 };
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, Consumer, PublisherConfirm,
+    Channel, Connection, Consumer,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -26,7 +26,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use std::{
     borrow::Cow,
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -117,28 +117,29 @@ fn set_condition(flag: &AtomicBool, gauge: &'static str, what: &str, on: bool) {
 fn handle(
     tag: u64,
     data: &[u8],
-    batch: &mut Vec<DecodedMessage>,
+    batch: &mut Vec<(u64, DecodedMessage)>,
     events: &mut usize,
 ) -> Option<u64> {
     let Some(decoded) = decode_message(data) else {
         return Some(tag);
     };
     *events += decoded.events.len();
-    batch.push(decoded);
+    batch.push((tag, decoded));
     None
 }
 
+/// The consuming connection and its channel, the dead-letter connection (see [`DeadLetters`]:
+/// the consuming connection never publishes, so a resource alarm never blocks its acks), and the
+/// consumer.
 async fn open(
     settings: &WorkerSettings,
     topology: &Topology,
     prefetch: u16,
-) -> lapin::Result<(Connection, Channel, Channel, Consumer)> {
+) -> lapin::Result<(Connection, Channel, DeadLetters, Consumer)> {
     let conn = queue::connect(&settings.services.amqp_url, "faultline-worker").await?;
     let channel = conn.create_channel().await?;
     topology.declare(&channel).await?;
-    // A second channel, in confirm mode, for dead-lettering single bad elements of a message.
-    let dead = conn.create_channel().await?;
-    dead.confirm_select(ConfirmSelectOptions::default()).await?;
+    let dead = DeadLetters::open(&settings.services.amqp_url, topology).await?;
     let consumer = start_consumer(&channel, topology, prefetch).await?;
     Ok((conn, channel, dead, consumer))
 }
@@ -287,14 +288,44 @@ pub async fn run(
             )
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
+        dead.close().await;
     }
     tracing::info!("Consumer finished.");
 }
 
-/// A batch gathered from the broker, ready to be written: its events and the tag that acks it.
+/// A batch gathered from the broker, ready to be written.
 struct Batch {
     events: Vec<StoredEvent>,
-    last_tag: u64,
+    /// The delivery each event came in, by position: the message to reject when its event cannot
+    /// be dead-lettered alone.
+    origins: Vec<u64>,
+    /// Elements of decodable messages that are not events, by delivery.
+    poison: Vec<(u64, Vec<Value>)>,
+    /// The decodable deliveries, in order: what the batch acks (undecodable ones were rejected
+    /// already).
+    tags: Vec<u64>,
+}
+
+/// How a committed batch is settled with the broker: deliveries rejected (the broker
+/// dead-letters them), then everything up to `ack` acked.
+struct Settle {
+    reject: Vec<u64>,
+    ack: Option<u64>,
+}
+
+impl Settle {
+    /// Acks the latest delivery not rejected, which covers every earlier one (`multiple`); a
+    /// rejected delivery must not be named by an ack, the broker would close the channel.
+    fn new(tags: &[u64], mut reject: Vec<u64>) -> Self {
+        reject.sort_unstable();
+        reject.dedup();
+        let ack = tags
+            .iter()
+            .rev()
+            .find(|t| reject.binary_search(t).is_err())
+            .copied();
+        Settle { reject, ack }
+    }
 }
 
 /// Gathers batches and commits them at the same time: while batches are being written, the next
@@ -310,7 +341,7 @@ async fn consume(
     state: &ConsumerState,
     topology: &Topology,
     channel: &Channel,
-    dead: &Channel,
+    dead: &DeadLetters,
     consumer: &mut Consumer,
     window: &mut Window,
     shutdown: &mut watch::Receiver<bool>,
@@ -321,13 +352,13 @@ async fn consume(
         pool,
         state,
         channel,
-        Refusals { dead, topology },
+        dead,
         pending,
         settings.commit_concurrency.max(1),
         shutdown.clone(),
     );
     let gatherer = gather_batches(
-        settings, topology, channel, dead, consumer, window, ready, shutdown,
+        settings, topology, channel, consumer, window, ready, shutdown,
     );
     tokio::try_join!(gatherer, committer)?;
     Ok(())
@@ -338,14 +369,13 @@ fn batches_in_hand(settings: &WorkerSettings) -> usize {
     usize::from(settings.commit_concurrency.max(1)) + 1
 }
 
-/// Receives deliveries into batches, dead-letters what cannot be decoded, and hands each batch to
-/// the committer. Returns on shutdown (dropping the sender lets the committer finish what it has).
-#[allow(clippy::too_many_arguments)]
+/// Receives deliveries into batches, rejects (dead-letters) messages that cannot be decoded, and
+/// hands each batch to the committer, which dead-letters its undecodable elements. Returns on
+/// shutdown (dropping the sender lets the committer finish what it has).
 async fn gather_batches(
     settings: &WorkerSettings,
     topology: &Topology,
     channel: &Channel,
-    dead: &Channel,
     consumer: &mut Consumer,
     window: &mut Window,
     ready: tokio::sync::mpsc::Sender<Batch>,
@@ -375,9 +405,8 @@ async fn gather_batches(
         };
         let first = first?;
         let mut bytes = first.data.len();
-        let mut batch: Vec<DecodedMessage> = Vec::new();
+        let mut batch: Vec<(u64, DecodedMessage)> = Vec::new();
         let mut events = 0usize;
-        let mut last_tag = first.delivery_tag;
         let mut unreadable = Vec::new();
         unreadable.extend(handle(
             first.delivery_tag,
@@ -393,7 +422,6 @@ async fn gather_batches(
                 Ok(Some(Ok(d))) => {
                     deliveries += 1;
                     bytes += d.data.len();
-                    last_tag = d.delivery_tag;
                     unreadable.extend(handle(d.delivery_tag, &d.data, &mut batch, &mut events));
                 }
                 Ok(Some(Err(e))) => return Err(e.into()),
@@ -413,24 +441,29 @@ async fn gather_batches(
                 )
                 .await?;
         }
-        let poison: Vec<Value> = batch
-            .iter_mut()
-            .flat_map(|d| std::mem::take(&mut d.poison))
-            .collect();
-        if !poison.is_empty() {
-            dead_letter(dead, topology, &poison).await?;
-            tracing::warn!(events = poison.len(), "Undecodable events dead-lettered.");
-            metrics::counter!("worker_dead_lettered_total", "kind" => "event")
-                .increment(poison.len() as u64);
-        }
         window.observe(deliveries, bytes);
         if let Some(prefetch) = window.update() {
             source.change(prefetch).await?;
         }
-        let events: Vec<StoredEvent> = batch.into_iter().flat_map(|d| d.events).collect();
-        metrics::histogram!("worker_batch_events").record(events.len() as f64);
+        let mut gathered = Batch {
+            events: Vec::with_capacity(events),
+            origins: Vec::with_capacity(events),
+            poison: Vec::new(),
+            tags: Vec::with_capacity(batch.len()),
+        };
+        for (tag, decoded) in batch {
+            gathered.tags.push(tag);
+            if !decoded.poison.is_empty() {
+                gathered.poison.push((tag, decoded.poison));
+            }
+            gathered
+                .origins
+                .extend(std::iter::repeat_n(tag, decoded.events.len()));
+            gathered.events.extend(decoded.events);
+        }
+        metrics::histogram!("worker_batch_events").record(gathered.events.len() as f64);
         metrics::counter!("worker_batches_total").increment(1);
-        if ready.send(Batch { events, last_tag }).await.is_err() {
+        if ready.send(gathered).await.is_err() {
             // The committer stopped: on shutdown that is expected; otherwise its error is the
             // one `try_join!` reports.
             return Ok(());
@@ -447,7 +480,7 @@ async fn commit_batches(
     pool: &PgPool,
     state: &ConsumerState,
     channel: &Channel,
-    refusals: Refusals<'_>,
+    dead: &DeadLetters,
     mut pending: tokio::sync::mpsc::Receiver<Batch>,
     concurrency: u16,
     shutdown: watch::Receiver<bool>,
@@ -458,16 +491,24 @@ async fn commit_batches(
         tokio::select! {
             batch = pending.recv(), if open && committing.len() < usize::from(concurrency) => {
                 match batch {
-                    Some(batch) => committing.push_back(commit_one(pool, state, refusals, batch, shutdown.clone())),
+                    Some(batch) => committing.push_back(commit_one(pool, state, dead, batch, shutdown.clone())),
                     None => open = false,
                 }
             }
             done = committing.next(), if !committing.is_empty() => {
                 match done {
-                    Some(Some(last_tag)) => {
-                        channel
-                            .basic_ack(last_tag, BasicAckOptions { multiple: true })
-                            .await?;
+                    Some(Some(settle)) => {
+                        for tag in settle.reject {
+                            let requeue = false;
+                            channel
+                                .basic_nack(tag, BasicNackOptions { multiple: false, requeue })
+                                .await?;
+                        }
+                        if let Some(tag) = settle.ack {
+                            channel
+                                .basic_ack(tag, BasicAckOptions { multiple: true })
+                                .await?;
+                        }
                     }
                     // Shutting down with this batch uncommitted: nothing after it may be acked
                     // (an ack is cumulative); the broker redelivers them all, and the ids already
@@ -481,34 +522,20 @@ async fn commit_batches(
     }
 }
 
-/// Where events that Postgres refuses on their own go: the dead-letter exchange, through the
-/// channel in confirm mode.
-#[derive(Clone, Copy)]
-struct Refusals<'a> {
-    dead: &'a Channel,
-    topology: &'a Topology,
-}
-
-/// Why [`commit_once`] did not take a batch.
-enum CommitError {
-    Db(sqlx::Error),
-    /// The events Postgres refused could not be dead-lettered, so the batch may not be acked.
-    DeadLetter(anyhow::Error),
-}
-
-/// Writes one batch, retrying with backoff until the database takes it; returns the tag that acks
-/// it, or `None` when shutdown came first.
+/// Writes one batch, retrying with backoff until the database takes it, then dead-letters its bad
+/// events; returns how to settle it with the broker, or `None` when shutdown came first.
 async fn commit_one(
     pool: &PgPool,
     state: &ConsumerState,
-    refusals: Refusals<'_>,
-    Batch { events, last_tag }: Batch,
+    dead: &DeadLetters,
+    batch: Batch,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<u64> {
+) -> Option<Settle> {
+    let events = &batch.events;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match commit_once(pool, refusals, &events).await {
-            Ok(outcome) => {
+        match commit_once(pool, events).await {
+            Ok((outcome, refused)) => {
                 tracing::debug!(?outcome, "Batch committed.");
                 if state.db_read_only.load(Ordering::Relaxed) {
                     set_read_only(&state.db_read_only, false);
@@ -521,13 +548,11 @@ async fn commit_one(
                     outcome.inserted,
                     events.iter().map(|e| e.received_at).min(),
                 );
-                return Some(last_tag);
+                let reject = dead_letter_batch(dead, &batch, &refused).await;
+                return Some(Settle::new(&batch.tags, reject));
             }
             Err(e) => {
-                let (reason, error) = match &e {
-                    CommitError::Db(e) => (failure_reason(e), e.to_string()),
-                    CommitError::DeadLetter(e) => ("dead_letter", e.to_string()),
-                };
+                let (reason, error) = (failure_reason(&e), e.to_string());
                 metrics::counter!("worker_batch_failures_total", "reason" => reason).increment(1);
                 match reason {
                     "read_only" => set_read_only(&state.db_read_only, true),
@@ -550,25 +575,19 @@ async fn commit_one(
 }
 
 /// One attempt at a batch: one transaction, or, when Postgres refuses the batch for what it
-/// holds, [`commit_isolating`] and the refused events dead-lettered (confirmed) before `Ok`.
+/// holds, [`commit_isolating`]; returns the events it refused, for the dead-letter queue.
 async fn commit_once(
     pool: &PgPool,
-    refusals: Refusals<'_>,
     events: &[StoredEvent],
-) -> Result<Outcome, CommitError> {
+) -> Result<(Outcome, Vec<(StoredEvent, Refusal)>), sqlx::Error> {
     match process_batch(pool, events).await {
+        Ok(outcome) => Ok((outcome, Vec::new())),
         Err(e) if Refusal::of(&e).is_some() => {
             metrics::counter!("worker_batch_failures_total", "reason" => "refused").increment(1);
             tracing::warn!(error = %e, events = events.len(), "Postgres refused the batch for what it holds; finding the events it refuses.");
-            let (outcome, refused) = commit_isolating(pool, events)
-                .await
-                .map_err(CommitError::Db)?;
-            dead_letter_refused(refusals, &refused)
-                .await
-                .map_err(CommitError::DeadLetter)?;
-            Ok(outcome)
+            commit_isolating(pool, events).await
         }
-        other => other.map_err(CommitError::Db),
+        Err(e) => Err(e),
     }
 }
 
@@ -656,26 +675,35 @@ pub async fn commit_isolating(
     Ok((outcome, refused))
 }
 
-/// Publishes each event Postgres refused to the dead-letter exchange, as a one-event message in
-/// the queue's own format (so it can be shovelled back once the cause is fixed) with the refusal in
-/// the `x-faultline-error` header, and waits for every confirm before the batch may be acked.
-async fn dead_letter_refused(
-    Refusals { dead, topology }: Refusals<'_>,
+/// Sends a committed batch's bad events to the dead-letter queue before the batch is acked:
+/// each event Postgres refused as a one-event message in the queue's own format (so it can be
+/// shovelled back once the cause is fixed) with the refusal in its `x-faultline-error` header, and
+/// the undecodable elements of decodable messages together in one message. Returns the
+/// deliveries to reject instead when the broker does not confirm those letters (a resource alarm
+/// blocks the dead-letter connection, or it failed): the broker then dead-letters the messages
+/// that carried the bad events, whole, by itself. Their other events are stored already; a
+/// replay of such a message skips them as duplicates.
+async fn dead_letter_batch(
+    dead: &DeadLetters,
+    batch: &Batch,
     refused: &[(StoredEvent, Refusal)],
-) -> anyhow::Result<()> {
-    let Some((first, why)) = refused.first() else {
-        return Ok(());
-    };
-    // One line per batch: a deleted project's backlog would otherwise log a line per event.
-    tracing::warn!(
-        events = refused.len(),
-        first_event_id = %first.event_id,
-        project_id = %first.project_id,
-        sqlstate = why.sqlstate,
-        error = why.error,
-        "Postgres refused events; dead-lettered with the reason in their x-faultline-error header."
-    );
-    let mut confirms = Vec::with_capacity(refused.len());
+) -> Vec<u64> {
+    let poison = batch.poison.iter().map(|(_, p)| p.len()).sum::<usize>();
+    if refused.is_empty() && poison == 0 {
+        return Vec::new();
+    }
+    let mut letters = Vec::with_capacity(refused.len() + 1);
+    if let Some((first, why)) = refused.first() {
+        // One line per batch: a deleted project's backlog would otherwise log a line per event.
+        tracing::warn!(
+            events = refused.len(),
+            first_event_id = %first.event_id,
+            project_id = %first.project_id,
+            sqlstate = why.sqlstate,
+            error = why.error,
+            "Postgres refused events; dead-lettering them with the reason in their x-faultline-error header."
+        );
+    }
     for (event, refusal) in refused {
         tracing::debug!(
             event_id = %event.event_id,
@@ -692,46 +720,61 @@ async fn dead_letter_refused(
                 format!("SQLSTATE {}: {}", refusal.sqlstate, refusal.error).into(),
             ),
         );
-        confirms.push(publish_dead(dead, topology, &body, headers).await?);
+        letters.push((body, headers));
     }
-    for confirm in confirms {
-        confirmed(confirm).await?;
+    if poison > 0 {
+        let elements: Vec<&Value> = batch.poison.iter().flat_map(|(_, p)| p).collect();
+        let body = serde_json::to_vec(&elements).unwrap_or_default();
+        letters.push((body, FieldTable::default()));
     }
-    metrics::counter!("worker_dead_lettered_total", "kind" => "refused")
-        .increment(refused.len() as u64);
-    Ok(())
+    match dead.publish(letters).await {
+        Ok(()) => {
+            if poison > 0 {
+                tracing::warn!(events = poison, "Undecodable events dead-lettered.");
+                metrics::counter!("worker_dead_lettered_total", "kind" => "event")
+                    .increment(poison as u64);
+            }
+            metrics::counter!("worker_dead_lettered_total", "kind" => "refused")
+                .increment(refused.len() as u64);
+            Vec::new()
+        }
+        Err(why) => {
+            let ids: HashSet<Uuid> = refused.iter().map(|(e, _)| e.event_id).collect();
+            let mut reject: Vec<u64> = batch
+                .events
+                .iter()
+                .zip(&batch.origins)
+                .filter(|(e, _)| ids.contains(&e.event_id))
+                .map(|(_, tag)| *tag)
+                .collect();
+            reject.extend(batch.poison.iter().map(|(tag, _)| *tag));
+            reject.sort_unstable();
+            reject.dedup();
+            tracing::warn!(
+                %why,
+                messages = reject.len(),
+                "Dead letters not confirmed; rejecting the messages that carried those events, so the broker dead-letters them whole (their other events are stored)."
+            );
+            metrics::counter!("worker_dead_lettered_total", "kind" => "message")
+                .increment(reject.len() as u64);
+            reject
+        }
+    }
 }
 
-/// Publishes undecodable events to the dead-letter exchange and waits for the broker's confirm,
-/// so they are safe before their message is acked.
-async fn dead_letter(dead: &Channel, topology: &Topology, poison: &[Value]) -> anyhow::Result<()> {
-    let body = serde_json::to_vec(poison).unwrap_or_default();
-    confirmed(publish_dead(dead, topology, &body, FieldTable::default()).await?).await
-}
+#[cfg(test)]
+mod tests {
+    use super::Settle;
 
-/// Publishes one persistent message to the dead-letter exchange; the confirm is the caller's to
-/// wait for.
-async fn publish_dead(
-    dead: &Channel,
-    topology: &Topology,
-    body: &[u8],
-    headers: FieldTable,
-) -> lapin::Result<PublisherConfirm> {
-    dead.basic_publish(
-        topology.dead_exchange.as_str().into(),
-        "".into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_headers(headers),
-    )
-    .await
-}
-
-/// Waits for a dead letter's confirm: only an ack makes it safe to ack what it came from.
-async fn confirmed(confirm: PublisherConfirm) -> anyhow::Result<()> {
-    anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a dead letter");
-    Ok(())
+    #[test]
+    fn a_batch_acks_its_latest_delivery_that_was_not_rejected() {
+        let all = Settle::new(&[5, 6, 7], vec![]);
+        assert_eq!((all.ack, all.reject), (Some(7), vec![]));
+        // The last one rejected: acking 7 would name a settled delivery.
+        let last = Settle::new(&[5, 6, 7], vec![7, 7]);
+        assert_eq!((last.ack, last.reject), (Some(6), vec![7]));
+        let none = Settle::new(&[5, 6, 7], vec![6, 5, 7]);
+        assert_eq!((none.ack, none.reject), (None, vec![5, 6, 7]));
+        assert_eq!(Settle::new(&[], vec![]).ack, None);
+    }
 }

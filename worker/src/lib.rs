@@ -5,11 +5,13 @@
 //! - [`process`]: the unit of work, `process_batch(&pool, &events) -> Outcome`, called by tests.
 //! - [`store`]: all of the worker's SQL.
 //! - [`consumer`]: the broker loop (batching, dead-lettering, ack after commit, retry).
+//! - [`dead_letter`]: the dead-letter exchange, on a connection of its own.
 //! - [`retention`]: deletes expired events in bounded batches.
 //! - [`http`]: `/health` and `/metrics`.
 //! - [`invalidate`]: bumps ingest's read-cache generations after commits; the heartbeat.
 
 pub mod consumer;
+pub mod dead_letter;
 pub mod http;
 pub mod invalidate;
 pub mod process;

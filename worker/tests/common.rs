@@ -62,9 +62,12 @@ pub fn settings(db_url: &str, prefix: &str) -> WorkerSettings {
 
 /// Publishes raw message bodies to the test's exchange, with confirms, as ingest does.
 pub async fn publish_raw(prefix: &str, bodies: &[Vec<u8>]) {
-    let conn = queue::connect(&testkit::amqp_url(), "worker-test")
-        .await
-        .expect("amqp");
+    publish_raw_at(&testkit::amqp_url(), prefix, bodies).await;
+}
+
+/// [`publish_raw`] to the broker at `url` (a test's own).
+pub async fn publish_raw_at(url: &str, prefix: &str, bodies: &[Vec<u8>]) {
+    let conn = queue::connect(url, "worker-test").await.expect("amqp");
     let ch = conn.create_channel().await.expect("channel");
     let t = Topology::new(prefix);
     t.declare(&ch).await.expect("declare");
@@ -102,9 +105,12 @@ pub async fn publish_events(prefix: &str, messages: &[Vec<ErrorEvent>]) {
 }
 
 pub async fn depth(prefix: &str, dead: bool) -> u32 {
-    let conn = queue::connect(&testkit::amqp_url(), "worker-test")
-        .await
-        .expect("amqp");
+    depth_at(&testkit::amqp_url(), prefix, dead).await
+}
+
+/// Messages ready in the test's queue (or its dead-letter queue) on the broker at `url`.
+pub async fn depth_at(url: &str, prefix: &str, dead: bool) -> u32 {
+    let conn = queue::connect(url, "worker-test").await.expect("amqp");
     let ch = conn.create_channel().await.expect("channel");
     let t = Topology::new(prefix);
     t.declare(&ch).await.expect("declare");

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use faultline_shared::{
     db,
-    testkit::{self, OwnPostgres},
+    testkit::{self, OwnPostgres, OwnRabbit, TestDb},
 };
 use sqlx::{Connection, PgPool};
 
@@ -238,4 +238,185 @@ async fn assert_stored_once_and_drained(pool: PgPool, prefix: &str, n: i64) {
     assert_eq!(depth(prefix, true).await, 0, "nothing dead-lettered");
     pool.close().await;
     testkit::delete_topology(prefix).await;
+}
+
+/// A RabbitMQ memory alarm blocks every connection that publishes, and a blocked connection's
+/// socket is not read: were dead letters published on the consuming connection, its acks would
+/// wait behind them and the worker could not drain the queue, the very backlog an alarm is often
+/// about. Here the queue holds fine events, an event of a deleted project (refused by Postgres)
+/// and an undecodable element, and the alarm is raised before the worker starts: every fine event
+/// is stored, the two messages carrying the bad ones are rejected and dead-lettered whole by the
+/// broker, and everything is acked while the alarm lasts. Once it lifts, a refused event is
+/// dead-lettered alone again, with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_broker_in_a_memory_alarm_the_worker_dead_letters_through_the_broker_and_drains() {
+    let rabbit = OwnRabbit::new().await;
+    let url = rabbit.url();
+    let db = TestDb::new().await;
+    let prefix = format!("walarm_{}", testkit::unique_tag());
+    let fine = |n: usize, what: &str| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| serde_json::to_value(event(&format!("{what} {i}"))).unwrap())
+            .collect()
+    };
+    let mut orphan = event("a project deleted meanwhile");
+    orphan.project_id = uuid::Uuid::now_v7();
+    let mut with_orphan = fine(4, "beside the orphan");
+    with_orphan.insert(2, serde_json::to_value(&orphan).unwrap());
+    let mut with_poison = fine(1, "beside the poison");
+    with_poison.push(serde_json::json!({"not": "an event"}));
+    let bodies: Vec<Vec<u8>> = [
+        fine(5, "before"),
+        with_orphan,
+        with_poison,
+        fine(5, "after"),
+    ]
+    .iter()
+    .map(|m| serde_json::to_vec(m).unwrap())
+    .collect();
+    publish_raw_at(&url, &prefix, &bodies).await;
+
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "0.000001"])
+        .await;
+    let mut s = settings(&db.url, &prefix);
+    s.services.amqp_url = url.clone();
+    let worker = RunningWorker::start(s).await;
+    until_counted(&db.pool, 15, 90).await;
+    eventually(
+        90,
+        "the two messages rejected into the dead-letter queue",
+        || {
+            let url = url.clone();
+            let prefix = prefix.clone();
+            async move { depth_at(&url, &prefix, true).await >= 2 }
+        },
+    )
+    .await;
+    assert_eq!(
+        worker
+            .metric(r#"worker_dead_lettered_total{kind="message"}"#)
+            .await,
+        Some(2.0)
+    );
+    // Stopping hands back whatever is unacked: nothing is, the alarm still on.
+    worker.stop().await;
+    assert_eq!(depth_at(&url, &prefix, false).await, 0, "everything acked");
+
+    rabbit.ctl(&["set_vm_memory_high_watermark", "0.4"]).await;
+    let mut late_orphan = event("another orphan, after the alarm");
+    late_orphan.project_id = uuid::Uuid::now_v7();
+    let after = vec![
+        serde_json::to_value(event("after the alarm")).unwrap(),
+        serde_json::to_value(&late_orphan).unwrap(),
+    ];
+    publish_raw_at(&url, &prefix, &[serde_json::to_vec(&after).unwrap()]).await;
+    let mut s = settings(&db.url, &prefix);
+    s.services.amqp_url = url.clone();
+    let worker = RunningWorker::start(s).await;
+    until_counted(&db.pool, 16, 60).await;
+    eventually(60, "the late orphan dead-lettered alone", || {
+        let url = url.clone();
+        let prefix = prefix.clone();
+        async move {
+            dead_letters_at(&url, &prefix)
+                .await
+                .iter()
+                .any(|l| l.ids == [late_orphan.event_id])
+        }
+    })
+    .await;
+    worker.stop().await;
+
+    let letters = dead_letters_at(&url, &prefix).await;
+    let ids = |m: &[serde_json::Value]| -> Vec<uuid::Uuid> {
+        m.iter()
+            .filter_map(|e| e["event_id"].as_str()?.parse().ok())
+            .collect()
+    };
+    let rejected: Vec<&DeadLetter> = letters.iter().filter(|l| l.rejected).collect();
+    assert_eq!(rejected.len(), 2, "two whole messages: {letters:?}");
+    assert!(
+        rejected
+            .iter()
+            .any(|l| l.ids == ids(&bodies_json(&bodies[1])))
+    );
+    assert!(
+        rejected
+            .iter()
+            .any(|l| l.ids == ids(&bodies_json(&bodies[2])) && l.len == 2)
+    );
+    // Besides them: the late orphan alone with its reason, and at most the copies of the letters
+    // written to the blocked connection before the worker gave up on them, delivered after.
+    for l in letters.iter().filter(|l| !l.rejected) {
+        assert!(
+            l.ids == [late_orphan.event_id] && l.reason.starts_with("SQLSTATE 23503")
+                || l.ids == [orphan.event_id] && l.reason.starts_with("SQLSTATE 23503")
+                || l.ids.is_empty() && l.len == 1,
+            "unexpected dead letter {l:?}"
+        );
+    }
+    assert_eq!(stored_events(&db.pool).await, 16, "nothing stored twice");
+}
+
+fn bodies_json(body: &[u8]) -> Vec<serde_json::Value> {
+    serde_json::from_slice(body).unwrap()
+}
+
+/// One message of a dead-letter queue.
+#[derive(Debug)]
+struct DeadLetter {
+    /// The event ids it carries, in order.
+    ids: Vec<uuid::Uuid>,
+    /// Elements in all.
+    len: usize,
+    /// Rejected by a consumer and dead-lettered by the broker (an `x-death` header).
+    rejected: bool,
+    /// The worker's `x-faultline-error` header, if any.
+    reason: String,
+}
+
+/// Every message of the dead-letter queue at `url`, left in it.
+async fn dead_letters_at(url: &str, prefix: &str) -> Vec<DeadLetter> {
+    use lapin::{
+        options::{BasicGetOptions, BasicRecoverOptions},
+        types::AMQPValue,
+    };
+    let conn = faultline_shared::queue::connect(url, "worker-test")
+        .await
+        .expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    let t = faultline_shared::queue::Topology::new(prefix);
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            t.dead_queue.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .expect("basic.get")
+    {
+        let elements: Vec<serde_json::Value> =
+            serde_json::from_slice(&m.delivery.data).expect("a JSON array");
+        let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+        let reason = match headers.inner().get("x-faultline-error") {
+            Some(AMQPValue::LongString(r)) => r.to_string(),
+            _ => String::new(),
+        };
+        out.push(DeadLetter {
+            ids: elements
+                .iter()
+                .filter_map(|e| e["event_id"].as_str()?.parse().ok())
+                .collect(),
+            len: elements.len(),
+            rejected: headers.inner().contains_key("x-death"),
+            reason,
+        });
+    }
+    // Unacked, they go back to the queue when the channel closes.
+    let _ = ch
+        .basic_recover(BasicRecoverOptions { requeue: true })
+        .await;
+    let _ = conn.close(200, "".into()).await;
+    out
 }
