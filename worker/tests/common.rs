@@ -233,3 +233,66 @@ impl RunningWorker {
         }
     }
 }
+
+/// One message of a dead-letter queue.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The event ids it carries, in order.
+    pub ids: Vec<uuid::Uuid>,
+    /// Elements in all.
+    pub len: usize,
+    /// Rejected by a consumer and dead-lettered by the broker (an `x-death` header).
+    pub rejected: bool,
+    /// The worker's `x-faultline-error` header, if any.
+    pub reason: String,
+}
+
+/// Every message of the dead-letter queue at `url`, left in it.
+pub async fn dead_letters_at(url: &str, prefix: &str) -> Vec<DeadLetter> {
+    use lapin::{
+        options::{BasicGetOptions, BasicRecoverOptions},
+        types::AMQPValue,
+    };
+    let conn = faultline_shared::queue::connect(url, "worker-test")
+        .await
+        .expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    let t = faultline_shared::queue::Topology::new(prefix);
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            t.dead_queue.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .expect("basic.get")
+    {
+        // Raw: a refused event may hold a number no f64 can (`1e200000`).
+        let elements: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(&m.delivery.data).expect("a JSON array");
+        let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+        let reason = match headers.inner().get("x-faultline-error") {
+            Some(AMQPValue::LongString(r)) => r.to_string(),
+            _ => String::new(),
+        };
+        out.push(DeadLetter {
+            ids: elements
+                .iter()
+                .filter_map(|e| {
+                    let fields: std::collections::HashMap<&str, &serde_json::value::RawValue> =
+                        serde_json::from_str(e.get()).ok()?;
+                    serde_json::from_str(fields.get("event_id")?.get()).ok()
+                })
+                .collect(),
+            len: elements.len(),
+            rejected: headers.inner().contains_key("x-death"),
+            reason,
+        });
+    }
+    // Unacked, they go back to the queue when the channel closes.
+    let _ = ch
+        .basic_recover(BasicRecoverOptions { requeue: true })
+        .await;
+    let _ = conn.close(200, "".into()).await;
+    out
+}

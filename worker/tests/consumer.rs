@@ -81,7 +81,14 @@ async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_i
     );
     worker.stop().await;
 
-    let mut letters = dead_letters(&prefix).await;
+    let mut letters: Vec<(uuid::Uuid, String)> = dead_letters_at(&testkit::amqp_url(), &prefix)
+        .await
+        .iter()
+        .map(|l| {
+            assert_eq!((l.len, l.ids.len()), (1, 1), "one event per letter: {l:?}");
+            (l.ids[0], l.reason.chars().take(14).collect())
+        })
+        .collect();
     letters.sort();
     let mut expected = vec![
         (too_big.event_id, "SQLSTATE 22003".to_string()),
@@ -92,43 +99,6 @@ async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_i
     // Nothing was counted for them.
     assert_eq!(counted(&db.pool).await, 32);
     testkit::delete_topology(&prefix).await;
-}
-
-/// The dead-letter queue's messages, taken off it: each one's single event id, and the start of
-/// its `x-faultline-error` header (up to the SQLSTATE).
-async fn dead_letters(prefix: &str) -> Vec<(uuid::Uuid, String)> {
-    use lapin::{options::BasicGetOptions, types::AMQPValue};
-    let conn = faultline_shared::queue::connect(&testkit::amqp_url(), "worker-test")
-        .await
-        .expect("amqp");
-    let ch = conn.create_channel().await.expect("channel");
-    let t = faultline_shared::queue::Topology::new(prefix);
-    let mut out = Vec::new();
-    while let Some(m) = ch
-        .basic_get(
-            t.dead_queue.as_str().into(),
-            BasicGetOptions { no_ack: true },
-        )
-        .await
-        .expect("basic.get")
-    {
-        let events: Vec<faultline_shared::domain::StoredEvent> =
-            serde_json::from_slice(&m.delivery.data).expect("a message in the queue's format");
-        assert_eq!(events.len(), 1);
-        let header = m
-            .delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-faultline-error").cloned());
-        let Some(AMQPValue::LongString(reason)) = header else {
-            panic!("no x-faultline-error header: {header:?}");
-        };
-        let reason = reason.to_string();
-        out.push((events[0].event_id, reason.chars().take(14).collect()));
-    }
-    let _ = conn.close(200, "".into()).await;
-    out
 }
 
 /// The worker keeps `context` and `extra` as the JSON text of the message and lets Postgres parse
