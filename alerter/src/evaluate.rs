@@ -71,7 +71,8 @@ pub async fn evaluate(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Vec<F
 /// worker behind by more than this (after a long outage) still loses its events for the rule.
 pub const LATE_COMMIT_LOOKBACK: TimeDelta = TimeDelta::hours(1);
 
-/// The first minute of the busiest window of `buckets` rollup minutes among the current one (ending
+/// The first minute and the count of the busiest window of `buckets` rollup minutes among the
+/// current one (ending
 /// at `last`) and every earlier one holding a minute that changed since the rule's previous
 /// evaluation and has left the current window; `None` when there are no minutes at all. A threshold
 /// rule counts what was *received* in its window, and the previous evaluations judged each earlier
@@ -84,7 +85,7 @@ pub fn busiest_window(
     minutes: &[store::MinuteCount],
     last: DateTime<Utc>,
     buckets: i64,
-) -> Option<DateTime<Utc>> {
+) -> Option<(DateTime<Utc>, i64)> {
     let buckets = buckets.max(1);
     let first = minutes
         .first()?
@@ -123,7 +124,7 @@ pub fn busiest_window(
             best = (sum(&prefix, end), end);
         }
     }
-    Some(first + TimeDelta::minutes(best.1 - buckets + 1))
+    Some((first + TimeDelta::minutes(best.1 - buckets + 1), best.0))
 }
 
 fn filters(rule: &RuleRow) -> Filters {
@@ -172,20 +173,18 @@ async fn evaluate_rule(
             .await?;
             snapshot = Some(seen_now);
             let buckets = (minute(now) - from).num_minutes() + 1;
-            let busiest = busiest_window(&minutes, minute(now), buckets);
-            match busiest {
-                // A window of earlier minutes that changed since the previous evaluation holds
-                // more than the current one: that is the one reported.
-                Some(start) if start != from => {
-                    let end = start + (minute(now) - from);
-                    let (count, top) = store::threshold_count(tx, rule, start, end).await?;
-                    (start, count, top, true)
-                }
-                _ => {
-                    let (count, top) = store::threshold_count(tx, rule, from, now).await?;
-                    (from, count, top, false)
-                }
-            }
+            // When a window of earlier minutes that changed since the previous evaluation holds
+            // more than the current one, that is the one reported. The count comes from the
+            // minutes just read; the top error is looked up only when the rule fires.
+            let (start, count) =
+                busiest_window(&minutes, minute(now), buckets).unwrap_or((from, 0));
+            let top = if count > rule.threshold {
+                let end = start + (minute(now) - from);
+                store::top_error(tx, rule, start, end).await?
+            } else {
+                None
+            };
+            (start, count, top, start != from)
         }
         RuleKind::NewError | RuleKind::Regression => {
             // Groups stamped by transactions from the previous bound up to this one: a group
@@ -391,7 +390,7 @@ mod tests {
     fn the_current_window_when_nothing_earlier_changed() {
         // A burst at minutes 0..2 that earlier evaluations already judged, 3 events now.
         let minutes = [m(0, 50, false), m(1, 50, false), m(58, 3, true)];
-        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some((at(55), 3)));
         assert_eq!(busiest_window(&[], at(60), 6), None);
     }
 
@@ -399,20 +398,22 @@ mod tests {
     fn an_earlier_window_with_minutes_written_late_and_more_events_wins() {
         // 11 events received at minute 20, written after the windows covering them were judged.
         let minutes = [m(20, 11, true), m(59, 2, true)];
-        let start = busiest_window(&minutes, at(60), 6).unwrap();
+        let (start, count) = busiest_window(&minutes, at(60), 6).unwrap();
         assert!((at(15)..=at(20)).contains(&start), "{start}");
+        assert_eq!(count, 11);
         // Every minute of a window counts, also those that did not change: 5 judged + 7 late.
         let minutes = [m(30, 5, false), m(33, 7, true)];
-        let start = busiest_window(&minutes, at(60), 6).unwrap();
+        let (start, count) = busiest_window(&minutes, at(60), 6).unwrap();
         assert!((at(28)..=at(30)).contains(&start), "{start}");
+        assert_eq!(count, 12);
     }
 
     #[test]
     fn a_tie_keeps_the_latest_window_and_unchanged_bursts_are_not_judged_again() {
         let minutes = [m(10, 4, true), m(60, 4, false)];
-        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some((at(55), 4)));
         let minutes = [m(10, 400, false), m(12, 1, false), m(60, 4, true)];
-        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some((at(55), 4)));
     }
 
     #[test]
@@ -420,9 +421,9 @@ mod tests {
         // An easing storm the worker keeps up with: minute 55 was written after the previous tick,
         // and the window ending at 55 held more than the current one, but it was judged already.
         let minutes = [m(50, 100, false), m(55, 10, true), m(60, 1, true)];
-        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(55)));
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some((at(55), 11)));
         // The same minute once it has left the window is judged by the windows holding it.
         let minutes = [m(50, 100, false), m(54, 10, true), m(60, 1, true)];
-        assert_eq!(busiest_window(&minutes, at(60), 6), Some(at(50)));
+        assert_eq!(busiest_window(&minutes, at(60), 6), Some((at(50), 110)));
     }
 }

@@ -150,15 +150,16 @@ pub struct TopError {
     pub count: i64,
 }
 
-/// Matching events in `[from, to]` from the per-minute rollups (source comes from the group).
+/// The group with the most matching events in `[from, to]`, from the per-minute rollups (source
+/// comes from the group): what a firing threshold rule names.
 #[tracing::instrument(skip_all, fields(rule_id = %rule.id))]
-pub async fn threshold_count(
+pub async fn top_error(
     conn: &mut PgConnection,
     rule: &RuleRow,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<(i64, Option<TopError>), sqlx::Error> {
-    let top: Vec<(Uuid, String, String, String, i64, i64)> = sqlx::query_as(
+) -> Result<Option<TopError>, sqlx::Error> {
+    sqlx::query_as(
         "WITH per_group AS (
              SELECT c.group_id, sum(c.count)::bigint AS n
              FROM error_counts_minute c
@@ -169,7 +170,7 @@ pub async fn threshold_count(
                AND ($6::text IS NULL OR c.environment = $6)
              GROUP BY c.group_id
          )
-         SELECT g.id, g.message, g.level, g.source, p.n, (SELECT sum(n)::bigint FROM per_group)
+         SELECT g.id, g.message, g.level, g.source, p.n AS count
          FROM per_group p JOIN error_groups g ON g.id = p.group_id
          ORDER BY p.n DESC, g.id
          LIMIT 1",
@@ -180,21 +181,8 @@ pub async fn threshold_count(
     .bind(&rule.filter_level)
     .bind(&rule.filter_source)
     .bind(&rule.filter_environment)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(match top.into_iter().next() {
-        Some((id, message, level, source, count, total)) => (
-            total,
-            Some(TopError {
-                id,
-                message,
-                level,
-                source,
-                count,
-            }),
-        ),
-        None => (0, None),
-    })
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 /// A rule's matching events in one rollup minute, and whether a transaction that the rule's
@@ -216,8 +204,9 @@ pub struct MinuteCount {
 /// with the epoch of this snapshot's `xmax` (the previous epoch when it is not below `xmax`'s low
 /// half), which is exact for rows written in the last two billion transactions, far more than the
 /// minutes asked for (a frozen row reads as xid 2: old, so seen). Reading `xmax` rather than
-/// `pg_current_xact_id()` keeps the statement from assigning a transaction id. The query reads every rollup row of the project in the range (an hour more than the window:
-/// ~60 × the groups active per minute); the groups are read only for a source filter.
+/// `pg_current_xact_id()` keeps the statement from assigning a transaction id. The query reads
+/// every rollup row of the project in the range (an hour more than the window: ~60 × the groups
+/// active per minute); the groups are read only for a source filter.
 pub async fn minute_counts(
     conn: &mut PgConnection,
     rule: &RuleRow,
