@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
+use regex_automata::{Input, meta};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the rules below change; stored with each group.
@@ -66,7 +67,7 @@ pub struct Grouping {
 // Messages
 // ---------------------------------------------------------------------------------------------
 
-/// What one alternative of [`MESSAGE_RE`] stands for, in the order of its capture groups.
+/// What one pattern of [`MESSAGE_RE`] stands for, in the order of the patterns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
     Email,
@@ -82,7 +83,7 @@ enum Token {
     Quoted,
 }
 
-/// Capture group `i + 1` of [`MESSAGE_RE`] is `TOKENS[i]`; the pattern has no other capture group.
+/// Pattern `i` of [`MESSAGE_RE`] is `TOKENS[i]`.
 const TOKENS: [Token; 11] = [
     Token::Email,
     Token::Url,
@@ -97,11 +98,14 @@ const TOKENS: [Token; 11] = [
     Token::Quoted,
 ];
 
-/// Every variable part of a message in one alternation, so one left-to-right pass replaces them
-/// all and, where two could start at the same place, the earlier alternative wins (an e-mail's
-/// digits are not integers, a date is not three integers). Word boundaries are ASCII-only
-/// (`(?-u:\b)`), which keeps the regex on the fast DFA engines.
-static MESSAGE_RE: LazyLock<Regex> = LazyLock::new(|| {
+/// Every variable part of a message in one multi-pattern regex, so one left-to-right pass replaces
+/// them all and, where two could start at the same place, the earlier pattern wins (an e-mail's
+/// digits are not integers, a date is not three integers), exactly as in an alternation. The DFA
+/// reports which pattern matched, so no capture groups need resolving: with one capture group per
+/// alternative, resolving them (a backtracking pass over each match) was most of the worker's
+/// grouping time. Word boundaries are ASCII-only (`(?-u:\b)`), which keeps the regex on the fast
+/// DFA engines.
+static MESSAGE_RE: LazyLock<meta::Regex> = LazyLock::new(|| {
     const B: &str = r"(?-u:\b)";
     const H: &str = "[0-9A-Fa-f]{1,4}";
     const UNITS: &str = "(?i:ms|us|µs|ns|sec|secs|s|min|mins|m|hrs|hr|h|days|day|d|kib|mib|gib|tib|kb|mb|gb|tb|b|px)";
@@ -142,18 +146,15 @@ static MESSAGE_RE: LazyLock<Regex> = LazyLock::new(|| {
         r#"=[ \t]*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"#,
     ];
     debug_assert_eq!(alternatives.len(), TOKENS.len());
-    let pattern = alternatives
+    let patterns: Vec<String> = alternatives
         .iter()
         .map(|a| {
-            let a = a
-                .replace("{B}", B)
+            a.replace("{B}", B)
                 .replace("{H}", H)
-                .replace("{UNITS}", UNITS);
-            format!("({a})")
+                .replace("{UNITS}", UNITS)
         })
-        .collect::<Vec<_>>()
-        .join("|");
-    Regex::new(&pattern).expect("the message pattern is a valid regex")
+        .collect();
+    meta::Regex::new_many(&patterns).expect("the message patterns are valid regexes")
 });
 
 /// Keeps the first two non-empty lines of a message (trimmed, joined with `\n`) and replaces
@@ -180,19 +181,18 @@ pub fn normalize_message(message: &str) -> String {
 fn parameterise(text: &str) -> String {
     let re = &*MESSAGE_RE;
     let mut out = Bounded::new(MAX_NORMALIZED_MESSAGE_BYTES);
-    let mut locs = re.capture_locations();
     // `copied` is where the text not yet written starts; `search` where the next search starts
     // (they differ after a rejected match, whose text is then copied as it is).
     let mut copied = 0;
     let mut search = 0;
     while search <= text.len() {
-        let Some(m) = re.captures_read_at(&mut locs, text, search) else {
+        // The span keeps the text before `search` in view, so `\b` judges the match's start
+        // by the character before it.
+        let Some(m) = re.search(&Input::new(text).span(search..text.len())) else {
             break;
         };
         let (start, end) = (m.start(), m.end());
-        let token = (1..=TOKENS.len())
-            .find(|&g| locs.get(g).is_some())
-            .map(|g| TOKENS[g - 1]);
+        let token = TOKENS.get(m.pattern().as_usize()).copied();
         let matched = &text[start..end];
         let reject =
             end == start || (token == Some(Token::Ipv6) && !plausible_ipv6(text, start, end));
