@@ -297,13 +297,18 @@ async fn run(
             };
             pending.take_queued(&mut rx, config.max_events);
             let Pending {
-                jobs,
+                mut jobs,
                 events: count,
             } = pending;
             let body = encode_batch(
                 jobs.iter()
                     .flat_map(|j| j.events.iter().map(|e| e.as_slice())),
             );
+            // The message holds a copy of every event: the jobs' own copies are not needed while
+            // the confirm is awaited (under a storm of batches they were half of ingest's memory).
+            for job in &mut jobs {
+                job.events = Vec::new();
+            }
             metrics::histogram!("ingest_publish_batch_events").record(count as f64);
             let started = Instant::now();
             let published = channel

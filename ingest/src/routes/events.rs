@@ -95,20 +95,19 @@ pub async fn create_error(
         ApiError::validation("the event is invalid", Value::Object(details))
     })?;
     let origin = origin(&state, &headers, Some(peer));
+    drop(body);
     let mut event = stamp(event, caller.project_id, &origin);
     state.scrubber.scrub_event(&mut event);
     let id = event.event_id;
-    state
-        .publisher
-        .publish(vec![serialise(&event)?])
-        .await
-        .map_err(|e| {
-            rejected("queue_unavailable", 1);
-            tracing::debug!(error = %e, "Event not accepted: broker unavailable.");
-            ApiError::QueueUnavailable {
-                retry_after_secs: 5,
-            }
-        })?;
+    let payload = serialise(&event)?;
+    drop(event);
+    state.publisher.publish(vec![payload]).await.map_err(|e| {
+        rejected("queue_unavailable", 1);
+        tracing::debug!(error = %e, "Event not accepted: broker unavailable.");
+        ApiError::QueueUnavailable {
+            retry_after_secs: 5,
+        }
+    })?;
     accepted(1);
     Ok((
         StatusCode::ACCEPTED,
@@ -145,6 +144,9 @@ pub async fn create_errors_batch(
             })),
         }
     }
+    // The parsed body is the largest thing the request holds (a JSON tree several times the
+    // body's size); free it before waiting for the broker's confirm rather than after.
+    drop(body);
     let accepted_count = payloads.len();
     let rejected_count = results.len() - accepted_count;
     rejected("validation", rejected_count);
