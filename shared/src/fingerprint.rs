@@ -106,6 +106,11 @@ const TOKENS: [Token; 11] = [
 /// grouping time. Word boundaries are ASCII-only (`(?-u:\b)`), which keeps the regex on the fast
 /// DFA engines.
 static MESSAGE_RE: LazyLock<meta::Regex> = LazyLock::new(|| {
+    meta::Regex::new_many(&message_patterns()).expect("the message patterns are valid regexes")
+});
+
+/// The patterns of [`MESSAGE_RE`], pattern `i` standing for `TOKENS[i]`.
+fn message_patterns() -> Vec<String> {
     const B: &str = r"(?-u:\b)";
     const H: &str = "[0-9A-Fa-f]{1,4}";
     const UNITS: &str = "(?i:ms|us|µs|ns|sec|secs|s|min|mins|m|hrs|hr|h|days|day|d|kib|mib|gib|tib|kb|mb|gb|tb|b|px)";
@@ -146,16 +151,15 @@ static MESSAGE_RE: LazyLock<meta::Regex> = LazyLock::new(|| {
         r#"=[ \t]*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"#,
     ];
     debug_assert_eq!(alternatives.len(), TOKENS.len());
-    let patterns: Vec<String> = alternatives
+    alternatives
         .iter()
         .map(|a| {
             a.replace("{B}", B)
                 .replace("{H}", H)
                 .replace("{UNITS}", UNITS)
         })
-        .collect();
-    meta::Regex::new_many(&patterns).expect("the message patterns are valid regexes")
-});
+        .collect()
+}
 
 /// Keeps the first two non-empty lines of a message (trimmed, joined with `\n`) and replaces
 /// the parts that vary between occurrences of one problem with placeholders: `<email>`, `<url>`,
@@ -1787,6 +1791,46 @@ mod tests {
             let f = Frame { module, function, filename, lineno: None, colno: None, in_app: Some(true) };
             let _ = normalize_frame(&f);
             let _ = compute("backend", &message, None, Some(&[f]), None);
+        }
+
+        /// The multi-pattern regex finds what the alternation of the same patterns, one capture
+        /// group each, found before it (grouping version 1 was defined by that alternation): the
+        /// same spans and the same token, match after match.
+        #[test]
+        fn the_patterns_match_what_their_alternation_matched(
+            parts in proptest::collection::vec(prop_oneof![
+                "[0-9a-fA-F.:@/=\"' xX+-]{1,12}",
+                "[a-z]{1,8}@[a-z]{1,6}\\.[a-z]{2,3}",
+                "https?://[a-z./?=&]{0,20}[),.]?",
+                "[0-9]{1,3}(\\.[0-9]{1,3}){3}",
+                "[0-9a-f]{1,4}(::?[0-9a-f]{1,4}){1,7}",
+                "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                "[0-9a-f]{32}|[0-9a-f]{40}",
+                "20[0-9]{2}-[01][0-9]-[0-3][0-9]([T ][0-2][0-9]:[0-5][0-9](:[0-5][0-9])?Z?)?",
+                "(Mon, )?[0-9]{1,2} (Jan|Dec) 20[0-9]{2}( 12:00(:00)?( GMT)?)?",
+                "-?[0-9]{1,6}(\\.[0-9]{1,3})*(e-?[0-9])?(ms|s|MiB|px)?",
+                "=[ ]?(\"[^\"]{0,6}\"|'[^']{0,6}')",
+                "\\PC{0,6}",
+            ], 0..12),
+        ) {
+            let text = parts.join(" ");
+            let alternation = regex::Regex::new(
+                &message_patterns().iter().map(|p| format!("({p})")).collect::<Vec<_>>().join("|"),
+            ).unwrap();
+            let mut locs = alternation.capture_locations();
+            let mut at = 0;
+            while at <= text.len() {
+                let before = alternation.captures_read_at(&mut locs, &text, at).map(|m| {
+                    let group = (1..=TOKENS.len()).find(|&g| locs.get(g).is_some()).unwrap();
+                    (m.start(), m.end(), group - 1)
+                });
+                let now = MESSAGE_RE
+                    .search(&Input::new(&text).span(at..text.len()))
+                    .map(|m| (m.start(), m.end(), m.pattern().as_usize()));
+                prop_assert_eq!(before, now, "in {:?} from {}", &text, at);
+                let Some((start, end, _)) = now else { break };
+                at = if end > start { end } else { start + text[start..].chars().next().map_or(1, char::len_utf8) };
+            }
         }
 
         #[test]
