@@ -72,9 +72,9 @@ pub async fn evaluate(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Vec<F
 pub const LATE_COMMIT_LOOKBACK: TimeDelta = TimeDelta::hours(1);
 
 /// The first minute and the count of the busiest window of `buckets` rollup minutes among the
-/// current one (ending
-/// at `last`) and every earlier one holding a minute that changed since the rule's previous
-/// evaluation and has left the current window; `None` when there are no minutes at all. A threshold
+/// current one (ending at `last`) and every earlier one holding a minute that changed since the
+/// rule's previous evaluation and has left the current window; `None` when there are no minutes at
+/// all. A threshold
 /// rule counts what was *received* in its window, and the previous evaluations judged each earlier
 /// window on what had been committed by then: only windows with a minute written since can hold
 /// more now, and checking only those keeps a burst that was already judged from being judged again.

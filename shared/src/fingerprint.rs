@@ -1750,6 +1750,16 @@ mod tests {
         ]
     }
 
+    /// The message patterns as one alternation with a capture group each: how [`MESSAGE_RE`] was
+    /// built for grouping version 1. Compiled once, not for every generated case.
+    static ALTERNATION: LazyLock<Regex> = LazyLock::new(|| {
+        let groups: Vec<String> = message_patterns()
+            .iter()
+            .map(|p| format!("({p})"))
+            .collect();
+        Regex::new(&groups.join("|")).unwrap()
+    });
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -1814,9 +1824,7 @@ mod tests {
             ], 0..12),
         ) {
             let text = parts.join(" ");
-            let alternation = regex::Regex::new(
-                &message_patterns().iter().map(|p| format!("({p})")).collect::<Vec<_>>().join("|"),
-            ).unwrap();
+            let alternation = &*ALTERNATION;
             let mut locs = alternation.capture_locations();
             let mut at = 0;
             while at <= text.len() {
