@@ -8,7 +8,57 @@ use axum::{
     http::header,
 };
 use serde_json::Value;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Bounds the bytes of event bodies ingest holds at once, from reading a body until its events
+/// are confirmed by the broker. A request's memory is a few times its body (the bytes, the parsed
+/// tree, the serialised events, its share of a broker message), so without a bound it grows with
+/// the number of connections sending batches at once: 256 clients posting 100-event batches held
+/// ~140 MB (benches/RESULTS.md, 2026-12-01). With it, requests over the budget wait for room
+/// before their body is read (the body stays in the kernel's socket buffer), and memory is bounded
+/// by the budget, not by the clients. A body larger than the whole budget waits for all of it,
+/// so it still gets through alone.
+#[derive(Clone)]
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    /// The budget in KiB (one permit each), so a whole body fits `acquire_many`'s `u32`.
+    capacity_kib: u32,
+}
+
+/// A body's share of the [`BodyBudget`], given back when dropped.
+pub struct BodyPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl BodyBudget {
+    /// A budget of `bytes`, raised to `max_body_bytes` so that the largest accepted body fits.
+    pub fn new(bytes: usize, max_body_bytes: usize) -> Self {
+        let capacity_kib = bytes
+            .max(max_body_bytes)
+            .div_ceil(1024)
+            .clamp(1, u32::MAX as usize) as u32;
+        Self {
+            permits: Arc::new(Semaphore::new(capacity_kib as usize)),
+            capacity_kib,
+        }
+    }
+
+    /// Waits until `bytes` (at least 1 KiB, at most the whole budget) are free and takes them.
+    pub async fn reserve(&self, bytes: usize) -> BodyPermit {
+        let kib = bytes.div_ceil(1024).clamp(1, self.capacity_kib as usize) as u32;
+        if let Ok(permit) = self.permits.clone().try_acquire_many_owned(kib) {
+            return BodyPermit(Some(permit));
+        }
+        metrics::counter!("ingest_body_budget_waits_total").increment(1);
+        // The semaphore is never closed, so this only fails if that changes; a request then goes
+        // unbounded rather than failing.
+        BodyPermit(self.permits.clone().acquire_many_owned(kib).await.ok())
+    }
+
+    /// Bytes of the budget not held by any request.
+    pub fn available_bytes(&self) -> usize {
+        self.permits.available_permits() * 1024
+    }
+}
 
 /// Reads a whole body of at most `limit` bytes within `timeout` (counted from the first read, not
 /// per chunk, so a body that trickles one byte at a time cannot hold the request open for long).
@@ -67,23 +117,125 @@ fn is_json_content_type(req: &Request) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// The body's declared length, when it has one that parses.
+fn declared_length(req: &Request) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Checks the content type and the declared length, then reads and parses the body.
+async fn read_json(
+    req: Request,
+    state: &AppState,
+    budget: Option<&BodyBudget>,
+) -> Result<(Value, BodyPermit), ApiError> {
+    if !is_json_content_type(&req) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let limit = state.settings.max_body_bytes;
+    let declared = declared_length(&req);
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    // A chunked body of unknown length may be as large as the limit.
+    let permit = match budget {
+        Some(budget) => budget.reserve(declared.unwrap_or(limit)).await,
+        None => BodyPermit(None),
+    };
+    let bytes = read_body(req.into_body(), limit, state.settings.http.body_timeout).await?;
+    Ok((parse_json(&bytes)?, permit))
+}
+
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !is_json_content_type(&req) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let limit = state.settings.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        let bytes = read_body(req.into_body(), limit, state.settings.http.body_timeout).await?;
-        Ok(JsonBody(parse_json(&bytes)?))
+        Ok(JsonBody(read_json(req, state, None).await?.0))
+    }
+}
+
+/// An event body (`POST /api/errors`, `/api/errors/batch`): a [`JsonBody`] that holds its share
+/// of the [`BodyBudget`] for as long as the handler keeps `permit`, which should be until its
+/// events are confirmed.
+pub struct EventBody {
+    pub json: Value,
+    pub permit: BodyPermit,
+}
+
+impl FromRequest<AppState> for EventBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (json, permit) = read_json(req, state, Some(&state.body_budget)).await?;
+        Ok(EventBody { json, permit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_never_smaller_than_the_largest_body() {
+        assert_eq!(
+            BodyBudget::new(10_000, 1024 * 1024).available_bytes(),
+            1024 * 1024
+        );
+        assert_eq!(
+            BodyBudget::new(8 << 20, 1024 * 1024).available_bytes(),
+            8 << 20
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_take_their_size_in_kib_and_give_it_back_when_dropped() {
+        let budget = BodyBudget::new(64 * 1024, 1024);
+        let a = budget.reserve(1).await;
+        let b = budget.reserve(10 * 1024 + 1).await;
+        assert_eq!(budget.available_bytes(), (64 - 1 - 11) * 1024);
+        drop(a);
+        drop(b);
+        assert_eq!(budget.available_bytes(), 64 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_body_waits_for_room_and_gets_it_when_another_finishes() {
+        let budget = BodyBudget::new(64 * 1024, 1024);
+        let first = budget.reserve(40 * 1024).await;
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(40 * 1024).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "admitted over the budget");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("admitted once the first body is done")
+            .expect("task");
+        assert_eq!(budget.available_bytes(), 24 * 1024);
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_the_budget_waits_for_all_of_it_and_then_goes_alone() {
+        let budget = BodyBudget::new(64 * 1024, 1024);
+        let small = budget.reserve(1024).await;
+        let huge = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(10 << 20).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!huge.is_finished(), "went past a body in hand");
+        drop(small);
+        let huge = tokio::time::timeout(Duration::from_secs(5), huge)
+            .await
+            .expect("admitted once alone")
+            .expect("task");
+        assert_eq!(budget.available_bytes(), 0);
+        drop(huge);
+        assert_eq!(budget.available_bytes(), 64 * 1024);
     }
 }

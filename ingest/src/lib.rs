@@ -83,6 +83,8 @@ pub struct AppParts {
     pub key_usage: key_usage::KeyUsage,
     /// Filters secrets out of events before they are published.
     pub scrubber: scrub::Scrubber,
+    /// Bytes of event bodies in hand at once (`extract::BodyBudget`).
+    pub body_budget: extract::BodyBudget,
     /// Accepted and refused events per project, key and hour.
     pub usage: usage::Usage,
     /// The Redis read cache of the dashboard API.
@@ -134,6 +136,10 @@ impl Application {
             ),
             key_usage: key_usage::KeyUsage::new(settings.access.last_used_interval),
             scrubber: scrub::Scrubber::new(&settings.access.scrub_fields),
+            body_budget: extract::BodyBudget::new(
+                settings.body_budget_bytes,
+                settings.max_body_bytes,
+            ),
             usage: usage::Usage::new(redis.clone(), &settings.services.redis_prefix),
             redis,
             metrics: telemetry::metrics_handle(),

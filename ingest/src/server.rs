@@ -26,6 +26,13 @@ use tower::ServiceExt;
 /// header timeout frees descriptors within seconds.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// The most a connection reads ahead into its buffer (hyper's default is ~400 kB). The buffer
+/// grows to fit the reads a connection's bodies need and is kept for the connection's life, and a
+/// grown buffer reads that far into the next body with the next head, before the handler waits
+/// for the body budget (`extract::BodyBudget`): 256 connections that each once sent a 900 kB
+/// batch held ~100 MB of read buffers. A head must fit, so it is never below `max_header_bytes`.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets each open
 /// connection finish the request in hand (idle ones close at once) for at most
 /// `http.shutdown_grace`, and returns.
@@ -42,7 +49,8 @@ pub async fn serve(
         // A limit on the head itself: `max_buf_size` alone is not one, since a head that arrives
         // in one large read is parsed whole before the buffer size is looked at.
         .max_header_size(http.max_header_bytes)
-        .max_headers(http.max_headers);
+        .max_headers(http.max_headers)
+        .max_buf_size(http.max_header_bytes.max(READ_BUFFER_BYTES));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     // Accept errors come in bursts (every accept fails while descriptors are exhausted): log the

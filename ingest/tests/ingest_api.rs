@@ -251,3 +251,37 @@ async fn health_reports_each_dependency_and_metrics_are_exposed() {
     assert!(text.contains("http_request_duration_seconds"));
     app.shutdown().await;
 }
+
+/// With room for one batch body at a time, concurrent batches wait their turn (the budget's
+/// wait counter shows they did) instead of being refused, and every event arrives once.
+#[tokio::test]
+async fn concurrent_batches_over_the_body_budget_wait_their_turn_and_all_arrive() {
+    let mut app = TestApp::spawn_with(|s| {
+        s.max_body_bytes = 16 * 1024;
+        s.body_budget_bytes = 16 * 1024;
+    })
+    .await;
+    app.start_worker().await;
+    let batch: Vec<Value> = (0..20)
+        .map(|i| json!({"message": format!("budget {i}"), "source": "web", "context": {"pad": "x".repeat(400)}}))
+        .collect();
+    let batch = Value::Array(batch);
+    assert!(
+        batch.to_string().len() > 8 * 1024,
+        "two bodies must not fit"
+    );
+    let answers = futures_util::future::join_all((0..12).map(|_| app.post_batch(&batch))).await;
+    for resp in answers {
+        assert_eq!(resp.status(), 202);
+        assert_eq!(body(resp).await["data"]["accepted"], 20);
+    }
+    app.wait_for_count(12 * 20, 30).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let waits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ingest_body_budget_waits_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(waits >= 1.0, "no request waited for the budget:\n{metrics}");
+    app.shutdown().await;
+}

@@ -82,6 +82,9 @@ pub struct IngestSettings {
     pub port: u16,
     /// Largest accepted request body, in bytes; larger bodies answer 413.
     pub max_body_bytes: usize,
+    /// Bytes of event bodies held at once, from reading a body until its events are confirmed
+    /// (`ingest::extract::BodyBudget`); requests over it wait for room. At least `max_body_bytes`.
+    pub body_budget_bytes: usize,
     /// Largest number of events in one `POST /api/errors/batch`.
     pub batch_max_events: usize,
     /// Honour `X-Forwarded-For` for the client IP only when a trusted proxy sets it.
@@ -225,6 +228,7 @@ impl IngestSettings {
             services: ServiceUrls::from_env()?,
             port: parse_or("PORT", 8080)?,
             max_body_bytes: parse_or("MAX_BODY_BYTES", 1024 * 1024)?,
+            body_budget_bytes: parse_or("BODY_BUDGET_BYTES", 8 * 1024 * 1024)?,
             batch_max_events: parse_or("BATCH_MAX_EVENTS", 1000)?,
             trust_proxy: parse_or("TRUST_PROXY", false)?,
             key_cache_ttl: Duration::from_millis(parse_or("KEY_CACHE_TTL_MS", 5000)?),

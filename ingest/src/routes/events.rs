@@ -5,7 +5,7 @@ use crate::{
     AppState,
     auth::Caller,
     error::ApiError,
-    extract::JsonBody,
+    extract::EventBody,
     usage::IngestCounts,
     validate::{NewEvent, validate_batch, validate_event},
 };
@@ -87,7 +87,7 @@ pub async fn create_error(
     caller: Caller,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    EventBody { json: body, permit }: EventBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Ingest)?;
     let event = validate_event(&body).map_err(|details| {
@@ -108,6 +108,7 @@ pub async fn create_error(
             retry_after_secs: 5,
         }
     })?;
+    drop(permit);
     accepted(1);
     Ok((
         StatusCode::ACCEPTED,
@@ -120,7 +121,7 @@ pub async fn create_errors_batch(
     caller: Caller,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    EventBody { json: body, permit }: EventBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Ingest)?;
     let checked = validate_batch(&body, state.settings.batch_max_events)?;
@@ -163,6 +164,7 @@ pub async fn create_errors_batch(
             retry_after_secs: 5,
         }
     })?;
+    drop(permit);
     accepted(accepted_count);
     Ok((
         StatusCode::ACCEPTED,

@@ -7,6 +7,7 @@ use super::events::{Origin, origin};
 use crate::{
     AppState,
     error::ApiError,
+    extract::BodyPermit,
     ratelimit::{Decision, Scope},
     sentry::{
         auth::{key_from_auth_header, key_from_dsn, key_from_query, parse_project},
@@ -161,8 +162,14 @@ fn finish(
     Ok(response)
 }
 
-/// The body, decoded, within `max_body_bytes` both before and after decoding.
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// The body, decoded, within `max_body_bytes` both before and after decoding, with its share of
+/// the body budget (`extract::BodyBudget`), to be kept until its events are confirmed. The share
+/// is the body as received: a compressed body's decoded size is not known before it is decoded.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, BodyPermit), ApiError> {
     let limit = state.settings.max_body_bytes;
     let encoding = Encoding::from_header(
         headers
@@ -177,8 +184,9 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
+    let permit = state.body_budget.reserve(declared.unwrap_or(limit)).await;
     let raw = crate::extract::read_body(body, limit, state.settings.http.body_timeout).await?;
-    decode_blocking(encoding, raw, limit).await
+    Ok((decode_blocking(encoding, raw, limit).await?, permit))
 }
 
 fn received(project: Uuid, origin: &Origin, event_id: Option<Uuid>) -> Received {
@@ -255,7 +263,7 @@ pub async fn envelope(
         authed = Some(authenticate(&state, &req, req.key.as_deref()).await?);
     }
     let outcome: Outcome = async {
-        let body = read_body(&state, &headers, body).await?;
+        let (body, _permit) = read_body(&state, &headers, body).await?;
         let envelope = envelope::parse(&body).map_err(|e| invalid(e.to_string()))?;
         if authed.is_none() {
             let from_dsn = envelope
@@ -307,7 +315,7 @@ pub async fn store(
     let req = preamble(&state, &project, query.as_deref(), &headers, peer)?;
     let authed = authenticate(&state, &req, req.key.as_deref()).await?;
     let outcome: Outcome = async {
-        let body = read_body(&state, &headers, body).await?;
+        let (body, _permit) = read_body(&state, &headers, body).await?;
         let value: Value =
             serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         let mut event =

@@ -72,6 +72,7 @@ impl TestApp {
             services: services(&db.url, &prefix),
             port: 0,
             max_body_bytes: 1024 * 1024,
+            body_budget_bytes: 8 * 1024 * 1024,
             batch_max_events: 1000,
             trust_proxy: false,
             key_cache_ttl: Duration::from_millis(500),
