@@ -283,5 +283,10 @@ async fn concurrent_batches_over_the_body_budget_wait_their_turn_and_all_arrive(
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(waits >= 1.0, "no request waited for the budget:\n{metrics}");
+    // Every request gave its share back.
+    assert!(
+        metrics.contains("ingest_body_budget_available_bytes 16384\n"),
+        "budget not all returned:\n{metrics}"
+    );
     app.shutdown().await;
 }

@@ -63,6 +63,10 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Read at scrape time rather than on every request: the budget is touched twice per event
+    // request, a scrape comes every few seconds.
+    metrics::gauge!("ingest_body_budget_available_bytes")
+        .set(state.body_budget.available_bytes() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,
