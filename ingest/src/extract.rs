@@ -11,14 +11,14 @@ use serde_json::Value;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bounds the bytes of event bodies ingest holds at once, from reading a body until its events
-/// are confirmed by the broker. A request's memory is a few times its body (the bytes, the parsed
-/// tree, the serialised events, its share of a broker message), so without a bound it grows with
-/// the number of connections sending batches at once: 256 clients posting 100-event batches held
-/// ~140 MB (benches/RESULTS.md, 2026-12-01). With it, requests over the budget wait for room
-/// before their body is read (the body stays in the kernel's socket buffer), and memory is bounded
-/// by the budget, not by the clients. A body larger than the whole budget waits for all of it,
-/// so it still gets through alone.
+/// Bounds the bytes of event bodies being processed at once, from parsing a body until its events
+/// are confirmed by the broker. A body in processing costs a few times its size (the parsed tree,
+/// the serialised events, their share of a broker message), so without a bound memory grows with
+/// the number of clients sending batches at once: 256 connections posting 900-event batches took
+/// ingest to 1 GB (benches/RESULTS.md, 2026-12-01). A request takes its share once its body has
+/// arrived, not before: a client that declares a large body and sends it slowly (a phone on a poor
+/// link, or a hostile one) must not hold room that other clients wait for. A body larger than the
+/// whole budget waits for all of it, so it still gets through alone.
 #[derive(Clone)]
 pub struct BodyBudget {
     permits: Arc<Semaphore>,
@@ -117,14 +117,6 @@ fn is_json_content_type(req: &Request) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// The body's declared length, when it has one that parses.
-fn declared_length(req: &Request) -> Option<usize> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
 /// Checks the content type and the declared length, then reads and parses the body.
 async fn read_json(
     req: Request,
@@ -135,16 +127,19 @@ async fn read_json(
         return Err(ApiError::UnsupportedMediaType);
     }
     let limit = state.settings.max_body_bytes;
-    let declared = declared_length(&req);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    // A chunked body of unknown length may be as large as the limit.
+    let bytes = read_body(req.into_body(), limit, state.settings.http.body_timeout).await?;
     let permit = match budget {
-        Some(budget) => budget.reserve(declared.unwrap_or(limit)).await,
+        Some(budget) => budget.reserve(bytes.len()).await,
         None => BodyPermit(None),
     };
-    let bytes = read_body(req.into_body(), limit, state.settings.http.body_timeout).await?;
     Ok((parse_json(&bytes)?, permit))
 }
 
@@ -157,8 +152,8 @@ impl FromRequest<AppState> for JsonBody {
 }
 
 /// An event body (`POST /api/errors`, `/api/errors/batch`): a [`JsonBody`] that holds its share
-/// of the [`BodyBudget`] for as long as the handler keeps `permit`, which should be until its
-/// events are confirmed.
+/// of the [`BodyBudget`] (taken once the body has arrived, before it is parsed) for as long as the
+/// handler keeps `permit`, which should be until its events are confirmed.
 pub struct EventBody {
     pub json: Value,
     pub permit: BodyPermit,

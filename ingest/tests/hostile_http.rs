@@ -711,3 +711,71 @@ async fn nul_characters_in_filters_and_bodies_are_a_clear_400() {
     assert_eq!(body["code"], "validation_error", "{body}");
     still_serves(&app).await;
 }
+
+/// The body budget is taken when a body has arrived, not when it is announced: a client that
+/// declares bodies as large as the whole budget and sends them slowly holds no room, and others'
+/// events go through while its bodies are still arriving.
+#[tokio::test]
+async fn bodies_declared_but_not_yet_sent_hold_no_budget_from_other_clients() {
+    let app = TestApp::spawn_with(|s| {
+        s.max_body_bytes = 16 * 1024;
+        s.body_budget_bytes = 16 * 1024;
+        s.http.body_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect(port_of(&app)).await;
+        let head = format!(
+            "POST /api/errors/batch HTTP/1.1\r\nHost: ingest\r\nContent-Type: application/json\r\n\
+             X-API-Key: {}\r\nContent-Length: 16000\r\n\r\n[",
+            app.key
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    // Give ingest time to take the heads and start reading the bodies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Far sooner than the slow bodies' 120 s timeout: had they reserved their declared size,
+    // these would wait for it.
+    let others = tokio::time::timeout(Duration::from_secs(20), async {
+        for i in 0..3 {
+            let r = app
+                .post_event(&json!({"message": format!("meanwhile {i}"), "source": "web"}))
+                .await;
+            assert_eq!(r.status(), 202);
+        }
+    })
+    .await;
+    assert!(others.is_ok(), "events waited behind bodies still arriving");
+    // The slow bodies, finished, are accepted too.
+    let item = json!({"message": "slow", "source": "web"}).to_string();
+    let mut rest = item.clone();
+    while rest.len() + item.len() + 2 < 16000 {
+        rest.push(',');
+        rest.push_str(&item);
+    }
+    rest.push(']');
+    rest.push_str(&" ".repeat(16000 - 1 - rest.len()));
+    for mut stream in slow {
+        stream.write_all(rest.as_bytes()).await.unwrap();
+        // The connection stays open (keep-alive): read until the answer's head has arrived.
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("an answer to the finished body")
+                .unwrap();
+            assert!(n > 0, "closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            status_of(&answer),
+            Some(202),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    app.shutdown().await;
+}

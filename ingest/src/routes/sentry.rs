@@ -163,8 +163,8 @@ fn finish(
 }
 
 /// The body, decoded, within `max_body_bytes` both before and after decoding, with its share of
-/// the body budget (`extract::BodyBudget`), to be kept until its events are confirmed. The share
-/// is the body as received: a compressed body's decoded size is not known before it is decoded.
+/// the body budget (`extract::BodyBudget`: its decoded size, taken once it has arrived and been
+/// decoded), to be kept until its events are confirmed.
 async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
@@ -184,9 +184,10 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let permit = state.body_budget.reserve(declared.unwrap_or(limit)).await;
     let raw = crate::extract::read_body(body, limit, state.settings.http.body_timeout).await?;
-    Ok((decode_blocking(encoding, raw, limit).await?, permit))
+    let decoded = decode_blocking(encoding, raw, limit).await?;
+    let permit = state.body_budget.reserve(decoded.len()).await;
+    Ok((decoded, permit))
 }
 
 fn received(project: Uuid, origin: &Origin, event_id: Option<Uuid>) -> Received {
