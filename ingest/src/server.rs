@@ -27,10 +27,9 @@ use tower::ServiceExt;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The most a connection reads ahead into its buffer (hyper's default is ~400 kB). The buffer
-/// grows to fit the reads a connection's bodies need and is kept for the connection's life, and a
-/// grown buffer reads that far into the next body with the next head, before the handler waits
-/// for the body budget (`extract::BodyBudget`): 256 connections that each once sent a 900 kB
-/// batch held ~100 MB of read buffers. A head must fit, so it is never below `max_header_bytes`.
+/// grows to fit the reads a connection's bodies need and is kept for the connection's life: 256
+/// connections that each once sent a 900 kB batch would keep ~100 MB of read buffers between
+/// requests. A head must fit, so it is never below `max_header_bytes`.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets each open
