@@ -28,7 +28,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The most a connection reads ahead into its buffer (hyper's default is ~400 kB). The buffer
 /// grows to fit the reads a connection's bodies need and is kept for the connection's life: 256
-/// connections that each once sent a 900 kB batch would keep ~100 MB of read buffers between
+/// connections that each once sent a 900 kB batch could keep up to ~100 MB of read buffers between
 /// requests. A head must fit, so it is never below `max_header_bytes`.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
