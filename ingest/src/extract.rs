@@ -27,7 +27,16 @@ pub struct BodyBudget {
 }
 
 /// A body's share of the [`BodyBudget`], given back when dropped.
-pub struct BodyPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct BodyPermit {
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+impl BodyPermit {
+    /// A permit that holds nothing: for bodies outside the budget.
+    fn none() -> Self {
+        Self { _held: None }
+    }
+}
 
 impl BodyBudget {
     /// A budget of `bytes`, raised to `max_body_bytes` so that the largest accepted body fits.
@@ -46,12 +55,16 @@ impl BodyBudget {
     pub async fn reserve(&self, bytes: usize) -> BodyPermit {
         let kib = bytes.div_ceil(1024).clamp(1, self.capacity_kib as usize) as u32;
         if let Ok(permit) = self.permits.clone().try_acquire_many_owned(kib) {
-            return BodyPermit(Some(permit));
+            return BodyPermit {
+                _held: Some(permit),
+            };
         }
         metrics::counter!("ingest_body_budget_waits_total").increment(1);
         // The semaphore is never closed, so this only fails if that changes; a request then goes
         // unbounded rather than failing.
-        BodyPermit(self.permits.clone().acquire_many_owned(kib).await.ok())
+        BodyPermit {
+            _held: self.permits.clone().acquire_many_owned(kib).await.ok(),
+        }
     }
 
     /// Bytes of the budget not held by any request.
@@ -138,7 +151,7 @@ async fn read_json(
     let bytes = read_body(req.into_body(), limit, state.settings.http.body_timeout).await?;
     let permit = match budget {
         Some(budget) => budget.reserve(bytes.len()).await,
-        None => BodyPermit(None),
+        None => BodyPermit::none(),
     };
     Ok((parse_json(&bytes)?, permit))
 }
