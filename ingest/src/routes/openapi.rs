@@ -139,7 +139,8 @@ impl Modify for KeyAuth {
 /// `{data, status}` envelope every success is answered with.
 struct CommonResponses;
 
-/// Operations that read a JSON body (`extract::JsonBody`), by method and path.
+/// Operations that read a JSON body (`extract::JsonBody`, or `extract::EventBody` for events), by
+/// method and path.
 const JSON_BODY_OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/errors"),
     ("post", "/api/errors/batch"),
