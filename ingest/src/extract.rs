@@ -11,14 +11,19 @@ use serde_json::Value;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bounds the bytes of event bodies being processed at once, from parsing a body until its events
-/// are confirmed by the broker. A body in processing costs a few times its size (the parsed tree,
-/// the serialised events, their share of a broker message), so without a bound memory grows with
-/// the number of clients sending batches at once: 256 connections posting 900-event batches took
-/// ingest to 1 GB (benches/RESULTS.md, 2026-12-01). A request takes its share once its body has
-/// arrived, not before: a client that declares a large body and sends it slowly (a phone on a poor
-/// link, or a hostile one) must not hold room that other clients wait for. A body larger than the
-/// whole budget waits for all of it, so it still gets through alone.
+/// Bounds the bytes of event bodies in hand at once, from reading a body until its events are
+/// confirmed by the broker. A body in processing costs a few times its size (the parsed tree, the
+/// serialised events, their share of a broker message), so without a bound memory grows with the
+/// number of clients sending batches at once: 256 connections posting 900-event batches took
+/// ingest to 1 GB (benches/RESULTS.md, 2026-12-01). A request reserves its declared size before
+/// its body is read, so bodies beyond the budget wait in the kernel's socket buffers rather than
+/// in ingest. A body larger than the whole budget waits for all of it, so it still gets through
+/// alone. Waiting is first come, first served.
+///
+/// A body keeps that reservation only while it arrives promptly ([`HOLD_WHILE_ARRIVING`]): a client
+/// that declares large bodies and sends them slowly (a phone on a poor link, or a hostile one with
+/// a browser SDK's public key) must not hold room that others wait for. Such a body gives its room
+/// back, goes on arriving outside the budget, and reserves its size again once it is complete.
 #[derive(Clone)]
 pub struct BodyBudget {
     permits: Arc<Semaphore>,
@@ -70,6 +75,35 @@ impl BodyBudget {
     /// Bytes of the budget not held by any request.
     pub fn available_bytes(&self) -> usize {
         self.permits.available_permits() * 1024
+    }
+}
+
+/// How long a body may hold the room it reserved while it is still arriving. A body that a client
+/// on a reasonable link sends arrives well within it (1 MiB takes ~0.1 s at 100 Mbit/s).
+pub const HOLD_WHILE_ARRIVING: Duration = Duration::from_secs(1);
+
+/// Reads a body under `budget`: reserves `expected` bytes (the declared length, or the limit when
+/// none is declared), reads, and returns the body with its share. A body still arriving after
+/// [`HOLD_WHILE_ARRIVING`] gives the share back and reserves its actual size once complete.
+pub async fn read_body_within(
+    budget: &BodyBudget,
+    body: axum::body::Body,
+    expected: usize,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(bytes::Bytes, BodyPermit), ApiError> {
+    let permit = budget.reserve(expected).await;
+    let read = read_body(body, limit, timeout);
+    tokio::pin!(read);
+    match tokio::time::timeout(HOLD_WHILE_ARRIVING, &mut read).await {
+        Ok(bytes) => Ok((bytes?, permit)),
+        Err(_) => {
+            drop(permit);
+            metrics::counter!("ingest_body_budget_slow_bodies_total").increment(1);
+            let bytes = read.await?;
+            let permit = budget.reserve(bytes.len()).await;
+            Ok((bytes, permit))
+        }
     }
 }
 
@@ -148,10 +182,16 @@ async fn read_json(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let bytes = read_body(req.into_body(), limit, state.settings.http.body_timeout).await?;
-    let permit = match budget {
-        Some(budget) => budget.reserve(bytes.len()).await,
-        None => BodyPermit::none(),
+    let timeout = state.settings.http.body_timeout;
+    let (bytes, permit) = match budget {
+        Some(budget) => {
+            let expected = declared.unwrap_or(limit);
+            read_body_within(budget, req.into_body(), expected, limit, timeout).await?
+        }
+        None => (
+            read_body(req.into_body(), limit, timeout).await?,
+            BodyPermit::none(),
+        ),
     };
     Ok((parse_json(&bytes)?, permit))
 }
@@ -164,9 +204,9 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-/// An event body (`POST /api/errors`, `/api/errors/batch`): a [`JsonBody`] that holds its share
-/// of the [`BodyBudget`] (taken once the body has arrived, before it is parsed) for as long as the
-/// handler keeps `permit`, which should be until its events are confirmed.
+/// An event body (`POST /api/errors`, `/api/errors/batch`): a [`JsonBody`] read under the
+/// [`BodyBudget`] ([`read_body_within`]) that holds its share for as long as the handler keeps
+/// `permit`, which should be until its events are confirmed.
 pub struct EventBody {
     pub json: Value,
     pub permit: BodyPermit,
@@ -225,6 +265,81 @@ mod tests {
             .expect("task");
         assert_eq!(budget.available_bytes(), 24 * 1024);
         drop(second);
+    }
+
+    /// A body whose chunks are sent through the returned sender; dropping it ends the body.
+    fn streamed_body() -> (
+        tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+        axum::body::Body,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        (tx, axum::body::Body::from_stream(stream))
+    }
+
+    #[tokio::test]
+    async fn a_body_holds_its_declared_size_while_it_arrives_and_its_own_size_once_read() {
+        let budget = BodyBudget::new(64 * 1024, 1024);
+        let (tx, body) = streamed_body();
+        let reading = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                read_body_within(&budget, body, 40 * 1024, 64 * 1024, Duration::from_secs(30)).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            budget.available_bytes(),
+            24 * 1024,
+            "declared size reserved"
+        );
+        tx.send(Ok(bytes::Bytes::from_static(b"[1,2]")))
+            .await
+            .unwrap();
+        drop(tx);
+        let (bytes, permit) = reading.await.unwrap().expect("read");
+        assert_eq!(&bytes[..], b"[1,2]");
+        assert_eq!(
+            budget.available_bytes(),
+            24 * 1024,
+            "held until the events are done"
+        );
+        drop(permit);
+        assert_eq!(budget.available_bytes(), 64 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_body_still_arriving_gives_its_room_back_and_reserves_again_when_complete() {
+        let budget = BodyBudget::new(64 * 1024, 1024);
+        let (tx, body) = streamed_body();
+        let reading = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                read_body_within(&budget, body, 60 * 1024, 64 * 1024, Duration::from_secs(30)).await
+            }
+        });
+        tx.send(Ok(bytes::Bytes::from_static(b"[1,")))
+            .await
+            .unwrap();
+        tokio::time::sleep(HOLD_WHILE_ARRIVING + Duration::from_millis(300)).await;
+        assert_eq!(
+            budget.available_bytes(),
+            64 * 1024,
+            "a slow body kept its room past HOLD_WHILE_ARRIVING"
+        );
+        assert!(!reading.is_finished());
+        tx.send(Ok(bytes::Bytes::from_static(b"2]"))).await.unwrap();
+        drop(tx);
+        let (bytes, permit) = reading.await.unwrap().expect("read");
+        assert_eq!(&bytes[..], b"[1,2]");
+        assert_eq!(
+            budget.available_bytes(),
+            63 * 1024,
+            "its actual size, once complete"
+        );
+        drop(permit);
     }
 
     #[tokio::test]

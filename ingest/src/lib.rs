@@ -83,7 +83,7 @@ pub struct AppParts {
     pub key_usage: key_usage::KeyUsage,
     /// Filters secrets out of events before they are published.
     pub scrubber: scrub::Scrubber,
-    /// Bounds the bytes of event bodies being processed at once (`extract::BodyBudget`).
+    /// Bounds the bytes of event bodies in hand at once (`extract::BodyBudget`).
     pub body_budget: extract::BodyBudget,
     /// Accepted and refused events per project, key and hour.
     pub usage: usage::Usage,

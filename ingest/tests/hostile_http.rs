@@ -712,11 +712,11 @@ async fn nul_characters_in_filters_and_bodies_are_a_clear_400() {
     still_serves(&app).await;
 }
 
-/// The body budget is taken when a body has arrived, not when it is announced: a client that
-/// declares bodies as large as the whole budget and sends them slowly holds no room, and others'
-/// events go through while its bodies are still arriving.
+/// A body holds the room it declared only while it arrives promptly: a client that declares
+/// bodies as large as the whole budget and sends them slowly gives the room back within
+/// `HOLD_WHILE_ARRIVING` each, and others' events go through while its bodies are still arriving.
 #[tokio::test]
-async fn bodies_declared_but_not_yet_sent_hold_no_budget_from_other_clients() {
+async fn bodies_that_arrive_slowly_give_their_budget_back_to_other_clients() {
     let app = TestApp::spawn_with(|s| {
         s.max_body_bytes = 16 * 1024;
         s.body_budget_bytes = 16 * 1024;
@@ -736,8 +736,8 @@ async fn bodies_declared_but_not_yet_sent_hold_no_budget_from_other_clients() {
     }
     // Give ingest time to take the heads and start reading the bodies.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Far sooner than the slow bodies' 120 s timeout: had they reserved their declared size,
-    // these would wait for it.
+    // Far sooner than the slow bodies' 120 s timeout: had they kept the size they declared, these
+    // would wait for it.
     let others = tokio::time::timeout(Duration::from_secs(20), async {
         for i in 0..3 {
             let r = app

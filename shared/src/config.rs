@@ -82,9 +82,8 @@ pub struct IngestSettings {
     pub port: u16,
     /// Largest accepted request body, in bytes; larger bodies answer 413.
     pub max_body_bytes: usize,
-    /// Bytes of event bodies processed at once, from a body's arrival until its events are
-    /// confirmed (`ingest::extract::BodyBudget`); bodies over it wait for room. At least
-    /// `max_body_bytes`.
+    /// Bytes of event bodies in hand at once, from reading a body until its events are confirmed
+    /// (`ingest::extract::BodyBudget`); requests over it wait for room. At least `max_body_bytes`.
     pub body_budget_bytes: usize,
     /// Largest number of events in one `POST /api/errors/batch`.
     pub batch_max_events: usize,
