@@ -79,8 +79,10 @@ impl BodyBudget {
 }
 
 /// How long a body may hold the room it reserved while it is still arriving. A body that a client
-/// on a reasonable link sends arrives well within it (1 MiB takes ~0.1 s at 100 Mbit/s).
-pub const HOLD_WHILE_ARRIVING: Duration = Duration::from_secs(1);
+/// on a reasonable link sends arrives well within it (1 MiB takes ~0.1 s at 100 Mbit/s). It also
+/// sets what slow bodies cost an abuser: keeping the default 8 MiB full of 1 MiB bodies takes 32
+/// new requests a second, more than one key's default rate limit admits (benches/RESULTS.md).
+pub const HOLD_WHILE_ARRIVING: Duration = Duration::from_millis(250);
 
 /// Reads a body under `budget`: reserves `expected` bytes (the declared length, or the limit when
 /// none is declared), reads, and returns the body with its share. A body still arriving after
