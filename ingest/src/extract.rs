@@ -250,14 +250,17 @@ mod tests {
         assert_eq!(budget.available_bytes(), 64 * 1024);
     }
 
+    /// Reserves `bytes` of `budget` in a task of its own.
+    fn spawn_reserve(budget: &BodyBudget, bytes: usize) -> tokio::task::JoinHandle<BodyPermit> {
+        let budget = budget.clone();
+        tokio::spawn(async move { budget.reserve(bytes).await })
+    }
+
     #[tokio::test]
     async fn a_body_waits_for_room_and_gets_it_when_another_finishes() {
         let budget = BodyBudget::new(64 * 1024, 1024);
         let first = budget.reserve(40 * 1024).await;
-        let waiting = tokio::spawn({
-            let budget = budget.clone();
-            async move { budget.reserve(40 * 1024).await }
-        });
+        let waiting = spawn_reserve(&budget, 40 * 1024);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "admitted over the budget");
         drop(first);
@@ -281,16 +284,23 @@ mod tests {
         (tx, axum::body::Body::from_stream(stream))
     }
 
+    /// Reads `body` under `budget` in a task of its own, declaring `expected` bytes.
+    fn spawn_read(
+        budget: &BodyBudget,
+        body: axum::body::Body,
+        expected: usize,
+    ) -> tokio::task::JoinHandle<Result<(bytes::Bytes, BodyPermit), ApiError>> {
+        let budget = budget.clone();
+        tokio::spawn(async move {
+            read_body_within(&budget, body, expected, 64 * 1024, Duration::from_secs(30)).await
+        })
+    }
+
     #[tokio::test]
     async fn a_body_holds_its_declared_size_while_it_arrives_and_its_own_size_once_read() {
         let budget = BodyBudget::new(64 * 1024, 1024);
         let (tx, body) = streamed_body();
-        let reading = tokio::spawn({
-            let budget = budget.clone();
-            async move {
-                read_body_within(&budget, body, 40 * 1024, 64 * 1024, Duration::from_secs(30)).await
-            }
-        });
+        let reading = spawn_read(&budget, body, 40 * 1024);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             budget.available_bytes(),
@@ -316,12 +326,7 @@ mod tests {
     async fn a_body_still_arriving_gives_its_room_back_and_reserves_again_when_complete() {
         let budget = BodyBudget::new(64 * 1024, 1024);
         let (tx, body) = streamed_body();
-        let reading = tokio::spawn({
-            let budget = budget.clone();
-            async move {
-                read_body_within(&budget, body, 60 * 1024, 64 * 1024, Duration::from_secs(30)).await
-            }
-        });
+        let reading = spawn_read(&budget, body, 60 * 1024);
         tx.send(Ok(bytes::Bytes::from_static(b"[1,")))
             .await
             .unwrap();
@@ -348,10 +353,7 @@ mod tests {
     async fn a_body_larger_than_the_budget_waits_for_all_of_it_and_then_goes_alone() {
         let budget = BodyBudget::new(64 * 1024, 1024);
         let small = budget.reserve(1024).await;
-        let huge = tokio::spawn({
-            let budget = budget.clone();
-            async move { budget.reserve(10 << 20).await }
-        });
+        let huge = spawn_reserve(&budget, 10 << 20);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!huge.is_finished(), "went past a body in hand");
         drop(small);
