@@ -8,7 +8,13 @@ use axum::{
     http::header,
 };
 use serde_json::Value;
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bounds the bytes of event bodies in hand at once, from reading a body until its events are
@@ -20,15 +26,35 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// in ingest. A body larger than the whole budget waits for all of it, so it still gets through
 /// alone. Waiting is first come, first served.
 ///
-/// A body keeps that reservation only while it arrives promptly ([`HOLD_WHILE_ARRIVING`]): a client
-/// that declares large bodies and sends them slowly (a phone on a poor link, or a hostile one with
-/// a browser SDK's public key) must not hold room that others wait for. Such a body gives its room
-/// back, goes on arriving outside the budget, and reserves its size again once it is complete.
+/// A body keeps that reservation only while it arrives promptly: a client that declares large
+/// bodies and sends them slowly (a phone on a poor link, or a hostile one with a browser SDK's
+/// public key) must not hold room that others wait for. Such a body gives its room back after
+/// [`HOLD_WHILE_ARRIVING`], or after [`HOLD_WHILE_OTHERS_WAIT`] once another request is waiting for
+/// room, goes on arriving outside the budget, and reserves its size again once it is complete.
 #[derive(Clone)]
 pub struct BodyBudget {
     permits: Arc<Semaphore>,
     /// The budget in KiB (one permit each), so a whole body fits `acquire_many`'s `u32`.
     capacity_kib: u32,
+    /// Requests waiting for room now: what shortens a body's hold while it arrives.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts a request among the budget's waiters for as long as it lives (a request dropped while
+/// waiting, its client gone, stops counting too).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(waiting: &Arc<AtomicUsize>) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Self(waiting.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A body's share of the [`BodyBudget`], given back when dropped.
@@ -53,6 +79,7 @@ impl BodyBudget {
         Self {
             permits: Arc::new(Semaphore::new(capacity_kib as usize)),
             capacity_kib,
+            waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -65,11 +92,17 @@ impl BodyBudget {
             };
         }
         metrics::counter!("ingest_body_budget_waits_total").increment(1);
+        let _waiting = Waiting::new(&self.waiting);
         // The semaphore is never closed, so this only fails if that changes; a request then goes
         // unbounded rather than failing.
         BodyPermit {
             _held: self.permits.clone().acquire_many_owned(kib).await.ok(),
         }
+    }
+
+    /// Whether some request is waiting for room.
+    fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Bytes of the budget not held by any request.
@@ -78,15 +111,22 @@ impl BodyBudget {
     }
 }
 
-/// How long a body may hold the room it reserved while it is still arriving. A body that a client
-/// on a reasonable link sends arrives well within it (1 MiB takes ~0.1 s at 100 Mbit/s). It also
-/// sets what slow bodies cost an abuser: keeping the default 8 MiB full of 1 MiB bodies takes 32
-/// new requests a second, more than one key's default rate limit admits (benches/RESULTS.md).
+/// How long a body may hold the room it reserved while it is still arriving and nobody waits for
+/// room. A body that a client on a reasonable link sends arrives well within it (1 MiB takes
+/// ~0.1 s at 100 Mbit/s).
 pub const HOLD_WHILE_ARRIVING: Duration = Duration::from_millis(250);
+
+/// How long a body still arriving may hold its room once another request waits for room. A body
+/// sent at link speed arrives within it (the storm of 900-event batches in benches/RESULTS.md
+/// arrives in a few ms); what it sets is what slow bodies cost an abuser: keeping the default
+/// 8 MiB full of slow 1 MiB bodies while others wait takes 160 new requests a second, ten keys'
+/// worth of the default rate limit (one key sufficed with a fixed 1 s hold).
+pub const HOLD_WHILE_OTHERS_WAIT: Duration = Duration::from_millis(50);
 
 /// Reads a body under `budget`: reserves `expected` bytes (the declared length, or the limit when
 /// none is declared), reads, and returns the body with its share. A body still arriving after
-/// [`HOLD_WHILE_ARRIVING`] gives the share back and reserves its actual size once complete.
+/// [`HOLD_WHILE_ARRIVING`], or after [`HOLD_WHILE_OTHERS_WAIT`] while another request waits for
+/// room, gives the share back and reserves its actual size once complete.
 pub async fn read_body_within(
     budget: &BodyBudget,
     body: axum::body::Body,
@@ -97,16 +137,23 @@ pub async fn read_body_within(
     let permit = budget.reserve(expected).await;
     let read = read_body(body, limit, timeout);
     tokio::pin!(read);
-    match tokio::time::timeout(HOLD_WHILE_ARRIVING, &mut read).await {
-        Ok(bytes) => Ok((bytes?, permit)),
-        Err(_) => {
-            drop(permit);
-            metrics::counter!("ingest_body_budget_slow_bodies_total").increment(1);
-            let bytes = read.await?;
-            let permit = budget.reserve(bytes.len()).await;
-            Ok((bytes, permit))
+    // Most bodies are complete within the first wait; only slower ones look at the waiters, once
+    // per HOLD_WHILE_OTHERS_WAIT.
+    let mut held = Duration::ZERO;
+    while held < HOLD_WHILE_ARRIVING {
+        if let Ok(bytes) = tokio::time::timeout(HOLD_WHILE_OTHERS_WAIT, &mut read).await {
+            return Ok((bytes?, permit));
+        }
+        held += HOLD_WHILE_OTHERS_WAIT;
+        if budget.has_waiters() {
+            break;
         }
     }
+    drop(permit);
+    metrics::counter!("ingest_body_budget_slow_bodies_total").increment(1);
+    let bytes = read.await?;
+    let permit = budget.reserve(bytes.len()).await;
+    Ok((bytes, permit))
 }
 
 /// Reads a whole body of at most `limit` bytes within `timeout` (counted from the first read, not
@@ -127,6 +174,22 @@ pub async fn read_body(
             tracing::debug!(error = %e, "Request body unreadable.");
             Err(ApiError::UnreadableBody)
         }
+    }
+}
+
+/// The body's declared `Content-Length`, if any; 413 at once when it is over `limit`, so a body
+/// that cannot be accepted is refused before it is read (or waits for room in the budget).
+pub fn declared_length(
+    headers: &axum::http::HeaderMap,
+    limit: usize,
+) -> Result<Option<usize>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > limit => Err(ApiError::PayloadTooLarge { limit }),
+        _ => Ok(declared),
     }
 }
 
@@ -176,14 +239,7 @@ async fn read_json(
         return Err(ApiError::UnsupportedMediaType);
     }
     let limit = state.settings.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
+    let declared = declared_length(req.headers(), limit)?;
     let timeout = state.settings.http.body_timeout;
     let (bytes, permit) = match budget {
         Some(budget) => {
@@ -347,6 +403,34 @@ mod tests {
             "its actual size, once complete"
         );
         drop(permit);
+    }
+
+    /// On a paused clock (it moves only when every task waits), so the hold times are exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_still_arriving_gives_its_room_back_sooner_when_another_request_waits() {
+        let budget = BodyBudget::new(64 * 1024, 1024);
+        let (tx, body) = streamed_body();
+        let started = tokio::time::Instant::now();
+        let reading = spawn_read(&budget, body, 60 * 1024);
+        tx.send(Ok(bytes::Bytes::from_static(b"[1,")))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(budget.available_bytes(), 4 * 1024, "declared size held");
+        let waiter = spawn_reserve(&budget, 40 * 1024);
+        let admitted = waiter.await.expect("task");
+        let waited = started.elapsed();
+        assert!(
+            waited <= HOLD_WHILE_OTHERS_WAIT * 2 && waited < HOLD_WHILE_ARRIVING,
+            "the waiter was admitted only after {waited:?}"
+        );
+        assert!(!reading.is_finished());
+        tx.send(Ok(bytes::Bytes::from_static(b"2]"))).await.unwrap();
+        drop(tx);
+        drop(admitted);
+        let (bytes, _permit) = reading.await.unwrap().expect("read");
+        assert_eq!(&bytes[..], b"[1,2]");
+        assert_eq!(budget.available_bytes(), 63 * 1024);
     }
 
     #[tokio::test]

@@ -541,6 +541,69 @@ async fn an_oversized_body_and_a_zip_bomb_get_413() {
     app2.shutdown().await;
 }
 
+/// The figure `name` on ingest's `/metrics` (0 when absent).
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A Sentry body is read under the same body budget as native event bodies: its declared size is
+/// reserved before it is read, and a body still arriving after the hold gives that room back (the
+/// slow-body counter) and is accepted once complete; the decoded body's share is returned after
+/// the confirm.
+#[tokio::test]
+async fn a_sentry_body_is_read_under_the_body_budget_and_gives_its_room_back_when_slow() {
+    let mut app = TestApp::spawn_with(|s| {
+        s.max_body_bytes = 64 * 1024;
+        s.body_budget_bytes = 64 * 1024;
+    })
+    .await;
+    app.start_worker().await;
+    let event = json!({"message": "arrived slowly", "platform": "python"}).to_string();
+    let packed = gzip(&envelope(json!({}), &[("event", event.into_bytes())]));
+    let (head, tail) = packed.split_at(packed.len() / 2);
+    let (head, tail) = (head.to_vec(), tail.to_vec());
+    // The second half comes well after HOLD_WHILE_ARRIVING (250 ms), even on a loaded machine.
+    let parts = futures_util::stream::unfold(0, move |i| {
+        let (head, tail) = (head.clone(), tail.clone());
+        async move {
+            match i {
+                0 => Some((Ok::<_, std::io::Error>(head), 1)),
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Some((Ok(tail), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    let sent = post(
+        &app,
+        ENVELOPE,
+        &[
+            ("x-sentry-auth", auth(&app.key)),
+            ("content-encoding", "gzip".into()),
+        ],
+        reqwest::Body::wrap_stream(parts),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert!(
+        metric(&app, "ingest_body_budget_slow_bodies_total").await >= 1.0,
+        "the Sentry body was not read under the budget"
+    );
+    app.wait_for_count(1, 30).await;
+    assert_eq!(
+        metric(&app, "ingest_body_budget_available_bytes").await,
+        (64 * 1024) as f64,
+        "the body's share was not given back"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_rate_limited_sdk_gets_429_with_the_sentry_rate_limit_header() {
     let app = TestApp::spawn_with(|s| {

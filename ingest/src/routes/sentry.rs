@@ -163,8 +163,11 @@ fn finish(
 }
 
 /// The body, decoded, within `max_body_bytes` both before and after decoding, with its share of
-/// the body budget (`extract::BodyBudget`: its decoded size, taken once it has arrived and been
-/// decoded), to be kept until its events are confirmed.
+/// the body budget, to be kept until its events are confirmed. The raw body is read under the
+/// budget like a native event body (`extract::read_body_within`: its declared size reserved before
+/// it is read); once decoded, that share is given back and the decoded size reserved instead, as
+/// the decoded body is what is then held (never both at once: a request holding room while
+/// waiting for more could wait forever on others doing the same).
 async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
@@ -177,15 +180,20 @@ async fn read_body(
             .and_then(|v| v.to_str().ok()),
     )?;
     metrics::counter!("ingest_sentry_requests_total", "encoding" => encoding.as_str()).increment(1);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
+    let declared = crate::extract::declared_length(headers, limit)?;
+    let (raw, raw_permit) = crate::extract::read_body_within(
+        &state.body_budget,
+        body,
+        declared.unwrap_or(limit),
+        limit,
+        state.settings.http.body_timeout,
+    )
+    .await?;
+    if encoding == Encoding::Identity {
+        return Ok((raw, raw_permit));
     }
-    let raw = crate::extract::read_body(body, limit, state.settings.http.body_timeout).await?;
     let decoded = decode_blocking(encoding, raw, limit).await?;
+    drop(raw_permit);
     let permit = state.body_budget.reserve(decoded.len()).await;
     Ok((decoded, permit))
 }
