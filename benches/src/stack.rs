@@ -159,6 +159,8 @@ const METRICS: &[&str] = &[
     "ingest_publish_batch_events_count",
     "ingest_publish_confirm_seconds_sum",
     "ingest_publish_confirm_seconds_count",
+    "ingest_body_budget_waits_total",
+    "ingest_body_budget_slow_bodies_total",
     "worker_statement_seconds_sum",
     "worker_statement_seconds_count",
 ];

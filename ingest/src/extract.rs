@@ -7,6 +7,7 @@ use axum::{
     extract::{FromRequest, Request},
     http::header,
 };
+use http_body_util::BodyExt;
 use serde_json::Value;
 use std::{
     sync::{
@@ -28,33 +29,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 ///
 /// A body keeps that reservation only while it arrives promptly: a client that declares large
 /// bodies and sends them slowly (a phone on a poor link, or a hostile one with a browser SDK's
-/// public key) must not hold room that others wait for. Such a body gives its room back after
-/// [`HOLD_WHILE_ARRIVING`], or after [`HOLD_WHILE_OTHERS_WAIT`] once another request is waiting for
-/// room, goes on arriving outside the budget, and reserves its size again once it is complete.
+/// public key) must not hold room that others wait for. A body that arrives slower than
+/// [`MIN_ARRIVAL_RATE`], or is still arriving after [`HOLD_WHILE_ARRIVING`], gives its room back,
+/// goes on arriving outside the budget, and reserves its size again once it is complete.
 #[derive(Clone)]
 pub struct BodyBudget {
     permits: Arc<Semaphore>,
     /// The budget in KiB (one permit each), so a whole body fits `acquire_many`'s `u32`.
     capacity_kib: u32,
-    /// Requests waiting for room now: what shortens a body's hold while it arrives.
-    waiting: Arc<AtomicUsize>,
-}
-
-/// Counts a request among the budget's waiters for as long as it lives (a request dropped while
-/// waiting, its client gone, stops counting too).
-struct Waiting(Arc<AtomicUsize>);
-
-impl Waiting {
-    fn new(waiting: &Arc<AtomicUsize>) -> Self {
-        waiting.fetch_add(1, Ordering::Relaxed);
-        Self(waiting.clone())
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// A body's share of the [`BodyBudget`], given back when dropped.
@@ -79,7 +61,6 @@ impl BodyBudget {
         Self {
             permits: Arc::new(Semaphore::new(capacity_kib as usize)),
             capacity_kib,
-            waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -92,17 +73,11 @@ impl BodyBudget {
             };
         }
         metrics::counter!("ingest_body_budget_waits_total").increment(1);
-        let _waiting = Waiting::new(&self.waiting);
         // The semaphore is never closed, so this only fails if that changes; a request then goes
         // unbounded rather than failing.
         BodyPermit {
             _held: self.permits.clone().acquire_many_owned(kib).await.ok(),
         }
-    }
-
-    /// Whether some request is waiting for room.
-    fn has_waiters(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Bytes of the budget not held by any request.
@@ -111,22 +86,28 @@ impl BodyBudget {
     }
 }
 
-/// How long a body may hold the room it reserved while it is still arriving and nobody waits for
-/// room. A body that a client on a reasonable link sends arrives well within it (1 MiB takes
-/// ~0.1 s at 100 Mbit/s).
+/// How long a body may hold the room it reserved while it is still arriving. A body that a client
+/// on a reasonable link sends arrives well within it (1 MiB takes ~0.1 s at 100 Mbit/s).
 pub const HOLD_WHILE_ARRIVING: Duration = Duration::from_millis(250);
 
-/// How long a body still arriving may hold its room once another request waits for room. A body
-/// sent at link speed arrives within it (the storm of 900-event batches in benches/RESULTS.md
-/// arrives in a few ms); what it sets is what slow bodies cost an abuser: keeping the default
-/// 8 MiB full of slow 1 MiB bodies while others wait takes 160 new requests a second, ten keys'
-/// worth of the default rate limit (one key sufficed with a fixed 1 s hold).
-pub const HOLD_WHILE_OTHERS_WAIT: Duration = Duration::from_millis(50);
+/// The slowest a body may arrive and keep its room, in bytes a second, checked every
+/// [`ARRIVAL_CHECK`] from the reservation on (a body must have arrived, or have `rate × elapsed`
+/// bytes of it, at each check). A client on a reasonable link sends far faster, and a body already
+/// in the kernel's buffers is read at once whenever ingest gets to it, so a busy ingest does not
+/// make bodies look slow (the storm of 900-event batches in benches/RESULTS.md). What it sets is
+/// what holding room costs an abuser: bandwidth, 2 MiB/s for each MiB held (16 MiB/s to keep the
+/// default 8 MiB full), on top of the 32 new requests a second that [`HOLD_WHILE_ARRIVING`] asks;
+/// with the hold alone, trickling a few bytes was enough.
+pub const MIN_ARRIVAL_RATE: usize = 2 * 1024 * 1024;
+
+/// How often a body still arriving is checked against [`MIN_ARRIVAL_RATE`]. Most bodies are
+/// complete before the first check, so they never start the timer again.
+pub const ARRIVAL_CHECK: Duration = Duration::from_millis(50);
 
 /// Reads a body under `budget`: reserves `expected` bytes (the declared length, or the limit when
-/// none is declared), reads, and returns the body with its share. A body still arriving after
-/// [`HOLD_WHILE_ARRIVING`], or after [`HOLD_WHILE_OTHERS_WAIT`] while another request waits for
-/// room, gives the share back and reserves its actual size once complete.
+/// none is declared), reads, and returns the body with its share. A body arriving slower than
+/// [`MIN_ARRIVAL_RATE`], or still arriving after [`HOLD_WHILE_ARRIVING`], gives the share back and
+/// reserves its actual size once complete.
 pub async fn read_body_within(
     budget: &BodyBudget,
     body: axum::body::Body,
@@ -135,17 +116,26 @@ pub async fn read_body_within(
     timeout: Duration,
 ) -> Result<(bytes::Bytes, BodyPermit), ApiError> {
     let permit = budget.reserve(expected).await;
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counted = arrived.clone();
+    let body = axum::body::Body::new(body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counted.fetch_add(data.len(), Ordering::Relaxed);
+        }
+        frame
+    }));
     let read = read_body(body, limit, timeout);
     tokio::pin!(read);
-    // Most bodies are complete within the first wait; only slower ones look at the waiters, once
-    // per HOLD_WHILE_OTHERS_WAIT.
     let mut held = Duration::ZERO;
     while held < HOLD_WHILE_ARRIVING {
-        if let Ok(bytes) = tokio::time::timeout(HOLD_WHILE_OTHERS_WAIT, &mut read).await {
+        // `timeout` polls the read before its timer, so whatever has reached the socket is
+        // counted before the check.
+        if let Ok(bytes) = tokio::time::timeout(ARRIVAL_CHECK, &mut read).await {
             return Ok((bytes?, permit));
         }
-        held += HOLD_WHILE_OTHERS_WAIT;
-        if budget.has_waiters() {
+        held += ARRIVAL_CHECK;
+        let due = (MIN_ARRIVAL_RATE as f64 * held.as_secs_f64()) as usize;
+        if arrived.load(Ordering::Relaxed) < due.min(expected) {
             break;
         }
     }
@@ -352,12 +342,12 @@ mod tests {
         })
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_body_holds_its_declared_size_while_it_arrives_and_its_own_size_once_read() {
         let budget = BodyBudget::new(64 * 1024, 1024);
         let (tx, body) = streamed_body();
         let reading = spawn_read(&budget, body, 40 * 1024);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(ARRIVAL_CHECK / 2).await;
         assert_eq!(
             budget.available_bytes(),
             24 * 1024,
@@ -405,32 +395,69 @@ mod tests {
         drop(permit);
     }
 
-    /// On a paused clock (it moves only when every task waits), so the hold times are exact.
+    /// On a paused clock (it moves only when every task waits), so the checks' times are exact.
     #[tokio::test(start_paused = true)]
-    async fn a_body_still_arriving_gives_its_room_back_sooner_when_another_request_waits() {
+    async fn a_body_arriving_slower_than_the_minimum_rate_gives_its_room_back_at_the_first_check() {
         let budget = BodyBudget::new(64 * 1024, 1024);
         let (tx, body) = streamed_body();
-        let started = tokio::time::Instant::now();
         let reading = spawn_read(&budget, body, 60 * 1024);
         tx.send(Ok(bytes::Bytes::from_static(b"[1,")))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(ARRIVAL_CHECK / 2).await;
         assert_eq!(budget.available_bytes(), 4 * 1024, "declared size held");
-        let waiter = spawn_reserve(&budget, 40 * 1024);
-        let admitted = waiter.await.expect("task");
-        let waited = started.elapsed();
-        assert!(
-            waited <= HOLD_WHILE_OTHERS_WAIT * 2 && waited < HOLD_WHILE_ARRIVING,
-            "the waiter was admitted only after {waited:?}"
+        tokio::time::sleep(ARRIVAL_CHECK).await;
+        assert!(ARRIVAL_CHECK * 2 < HOLD_WHILE_ARRIVING);
+        assert_eq!(
+            budget.available_bytes(),
+            64 * 1024,
+            "a body trickling bytes kept its room past the first check"
         );
-        assert!(!reading.is_finished());
         tx.send(Ok(bytes::Bytes::from_static(b"2]"))).await.unwrap();
         drop(tx);
-        drop(admitted);
         let (bytes, _permit) = reading.await.unwrap().expect("read");
         assert_eq!(&bytes[..], b"[1,2]");
         assert_eq!(budget.available_bytes(), 63 * 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_arriving_faster_than_the_minimum_rate_keeps_its_room_until_complete() {
+        let budget = BodyBudget::new(256 * 1024, 1024);
+        let (tx, body) = streamed_body();
+        let reading = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                read_body_within(
+                    &budget,
+                    body,
+                    200 * 1024,
+                    256 * 1024,
+                    Duration::from_secs(30),
+                )
+                .await
+            }
+        });
+        // 20 KiB every 5 ms: nearly twice the minimum rate, and 200 KiB in 50 ms.
+        let chunk = bytes::Bytes::from(vec![b' '; 20 * 1024]);
+        assert!(chunk.len() as f64 / 0.005 >= 1.5 * MIN_ARRIVAL_RATE as f64);
+        for _ in 0..9 {
+            tx.send(Ok(chunk.clone())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Past the first check (at 50 ms), before the second.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        assert_eq!(
+            budget.available_bytes(),
+            56 * 1024,
+            "a body arriving in time lost its room"
+        );
+        tx.send(Ok(chunk)).await.unwrap();
+        drop(tx);
+        let (bytes, permit) = reading.await.unwrap().expect("read");
+        assert_eq!(bytes.len(), 200 * 1024);
+        assert_eq!(budget.available_bytes(), 56 * 1024, "held until dropped");
+        drop(permit);
+        assert_eq!(budget.available_bytes(), 256 * 1024);
     }
 
     #[tokio::test]
