@@ -25,7 +25,8 @@ const MAX_ENTRIES: usize = 50_000;
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 
 /// A cached lookup: the record (or `None` for an unknown key) and when it was fetched.
-type CacheEntry = (Option<KeyRecord>, Instant);
+/// Shared, so that each request's `Caller` holds the record without copying its strings.
+type CacheEntry = (Option<Arc<KeyRecord>>, Instant);
 
 #[derive(Clone)]
 pub struct KeyCache {
@@ -52,7 +53,7 @@ impl KeyCache {
 
     /// The key's record, from the cache when fresh. When Postgres fails, a stale entry is still
     /// used: a database outage must not stop ingestion of already-known keys.
-    pub async fn lookup(&self, hash: KeyHash) -> Result<Option<KeyRecord>, ApiError> {
+    pub async fn lookup(&self, hash: KeyHash) -> Result<Option<Arc<KeyRecord>>, ApiError> {
         let now = Instant::now();
         let stale = {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
@@ -73,6 +74,7 @@ impl KeyCache {
         };
         match db::find_key(&self.pool, &hash).await {
             Ok(record) => {
+                let record = record.map(Arc::new);
                 let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
                 if entries.len() >= MAX_ENTRIES {
                     let ttl = self.ttl;
@@ -100,7 +102,7 @@ impl KeyCache {
 pub struct Caller {
     pub key_id: Uuid,
     pub project_id: Uuid,
-    pub key: KeyRecord,
+    pub key: Arc<KeyRecord>,
 }
 
 impl Caller {

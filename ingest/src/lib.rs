@@ -36,6 +36,7 @@ pub mod queries;
 pub mod ratelimit;
 pub mod redis_handle;
 pub mod request_stats;
+pub mod route_metrics;
 pub mod routes;
 pub mod scrub;
 pub mod sentry;
@@ -45,7 +46,7 @@ pub mod validate;
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::HeaderValue,
+    http::{HeaderName, HeaderValue},
     middleware::Next,
     response::Response,
 };
@@ -91,6 +92,7 @@ pub struct AppParts {
     pub cache: cache::ReadCache,
     /// This process's request figures, for the performance and metrics endpoints.
     pub requests: request_stats::RequestStats,
+    pub route_metrics: route_metrics::RouteMetrics,
     /// When this process started, and its name in health checks.
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub instance: String,
@@ -147,6 +149,7 @@ impl Application {
             pool,
             publisher,
             requests: request_stats::RequestStats::new(),
+            route_metrics: route_metrics::RouteMetrics::default(),
             started_at: chrono::Utc::now(),
             instance: db::instance_name(),
             local_port: listener.local_addr().map(|a| a.port()).unwrap_or(0),
@@ -231,12 +234,10 @@ async fn track_request(State(state): State<AppState>, req: Request, next: Next) 
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    // The matched path shares its text (an `Arc<str>`), so keeping it costs no copy.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = req.method().clone();
     // Every log line of the request carries its id (and route), through this span.
     let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
     let mut response = error::REQUEST_ID
@@ -244,15 +245,16 @@ async fn track_request(State(state): State<AppState>, req: Request, next: Next) 
         .instrument(span)
         .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
     }
+    let elapsed = started.elapsed();
     state
         .requests
-        .record(started.elapsed(), response.status().is_server_error());
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed, response.status().is_server_error());
+    state
+        .route_metrics
+        .record(route, &method, response.status().as_u16(), elapsed);
     response
 }

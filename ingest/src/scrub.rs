@@ -64,8 +64,26 @@ impl Scrubber {
     }
 
     pub fn is_sensitive_key(&self, key: &str) -> bool {
-        let key = normalise(key);
-        self.fields.iter().any(|f| key.contains(f.as_str()))
+        // Every key of every event's context comes through here: keys of ordinary length are
+        // normalised on the stack rather than into a new string.
+        let key = key.trim();
+        let mut buf = [0u8; 128];
+        let Some(normal) = buf.get_mut(..key.len()) else {
+            let key = normalise(key);
+            return self.fields.iter().any(|f| key.contains(f.as_str()));
+        };
+        for (to, from) in normal.iter_mut().zip(key.bytes()) {
+            *to = if from == b'-' {
+                b'_'
+            } else {
+                from.to_ascii_lowercase()
+            };
+        }
+        let normal = &*normal;
+        self.fields.iter().any(|f| {
+            let f = f.as_bytes();
+            f.is_empty() || normal.windows(f.len()).any(|w| w == f)
+        })
     }
 
     /// Scrubs an event in place; returns how many values were filtered.
@@ -149,13 +167,13 @@ impl Scrubber {
     }
 }
 
-fn luhn(digits: &[u8]) -> bool {
+/// The Luhn check over digit values, most significant first.
+fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
     let sum: u32 = digits
-        .iter()
         .rev()
         .enumerate()
         .map(|(i, d)| {
-            let d = u32::from(*d);
+            let d = u32::from(d);
             if i % 2 == 1 {
                 let x = d * 2;
                 if x > 9 { x - 9 } else { x }
@@ -167,16 +185,14 @@ fn luhn(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
+/// Whether `s` (digits, spaces and dashes) is 13 to 19 digits that pass the Luhn check. Called
+/// for every run of digits in every message, so it allocates nothing.
 fn looks_like_card(s: &str) -> bool {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .map(|b| b - b'0')
-        .collect();
-    (13..=19).contains(&digits.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
-        && luhn(&digits)
+    let digits = || s.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0');
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+        && (13..=19).contains(&digits().count())
+        && luhn(digits())
 }
 
 /// Replaces card-like numbers in `text`; returns how many.
@@ -261,6 +277,27 @@ mod tests {
         let mut v = json!({"n": 4111111111111111u64, "m": 42});
         assert_eq!(s.scrub_value(&mut v), 1);
         assert_eq!(v["m"], 42);
+    }
+
+    #[test]
+    fn keys_match_whatever_their_case_separators_padding_and_length() {
+        let s = Scrubber::default();
+        for key in [
+            "X-API-Key",
+            " api-key ",
+            "userPassword",
+            "Set-Cookie",
+            "ÄPI_TOKEN",
+        ] {
+            assert!(s.is_sensitive_key(key), "{key}");
+        }
+        for key in ["api_hint", "pass", "", "  ", "résumé"] {
+            assert!(!s.is_sensitive_key(key), "{key}");
+        }
+        // Past the stack buffer the key is normalised into a string, with the same answers.
+        let long = format!("{}-Password", "x".repeat(200));
+        assert!(s.is_sensitive_key(&long));
+        assert!(!s.is_sensitive_key(&"y".repeat(300)));
     }
 
     #[test]

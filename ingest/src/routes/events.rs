@@ -11,8 +11,8 @@ use crate::{
 };
 use axum::{
     Extension, Json,
-    extract::{ConnectInfo, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{ConnectInfo, FromRequestParts, State},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     response::IntoResponse,
 };
 use chrono::Utc;
@@ -25,6 +25,22 @@ use uuid::Uuid;
 pub(super) struct Origin {
     pub(super) ip: Option<String>,
     pub(super) user_agent: Option<String>,
+}
+
+/// Read from the request's headers in place (a `HeaderMap` argument would copy them all).
+impl FromRequestParts<AppState> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Ok(origin(state, &parts.headers, peer))
+    }
 }
 
 pub(super) fn origin(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Origin {
@@ -85,8 +101,7 @@ fn rejected(reason: &'static str, count: usize) {
 pub async fn create_error(
     State(state): State<AppState>,
     caller: Caller,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    origin: Origin,
     EventBody { json: body, permit }: EventBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Ingest)?;
@@ -94,7 +109,6 @@ pub async fn create_error(
         rejected("validation", 1);
         ApiError::validation("the event is invalid", Value::Object(details))
     })?;
-    let origin = origin(&state, &headers, Some(peer));
     drop(body);
     let mut event = stamp(event, caller.project_id, &origin);
     state.scrubber.scrub_event(&mut event);
@@ -119,13 +133,11 @@ pub async fn create_error(
 pub async fn create_errors_batch(
     State(state): State<AppState>,
     caller: Caller,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    origin: Origin,
     EventBody { json: body, permit }: EventBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Ingest)?;
     let checked = validate_batch(&body, state.settings.batch_max_events)?;
-    let origin = origin(&state, &headers, Some(peer));
     let mut results = Vec::with_capacity(checked.len());
     let mut payloads = Vec::with_capacity(checked.len());
     for (index, checked) in checked.into_iter().enumerate() {
