@@ -71,7 +71,7 @@ fn check_context(value: &mut Value, depth: usize, keys: &mut usize) -> Result<()
 
 /// A long text field (message, stack trace): kept, cut to `max` bytes with a marker.
 fn long_text(
-    obj: &Map<String, Value>,
+    obj: &mut Map<String, Value>,
     field: &str,
     max: usize,
     required: bool,
@@ -104,19 +104,20 @@ pub struct NewEvent {
 /// Per-field problems, in the order found.
 pub type FieldErrors = Map<String, Value>;
 
+/// The field's string, moved out of the body (which is not read again once validated).
 fn optional_string(
-    obj: &Map<String, Value>,
+    obj: &mut Map<String, Value>,
     field: &str,
     max: usize,
     errors: &mut FieldErrors,
 ) -> Option<String> {
-    match obj.get(field) {
+    match obj.get_mut(field) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() > max => {
             errors.insert(field.into(), json!(format!("must be at most {max} bytes")));
             None
         }
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(std::mem::take(s)),
         Some(_) => {
             errors.insert(field.into(), json!("must be a string"));
             None
@@ -125,28 +126,28 @@ fn optional_string(
 }
 
 fn required_string(
-    obj: &Map<String, Value>,
+    obj: &mut Map<String, Value>,
     field: &str,
     max: usize,
     errors: &mut FieldErrors,
 ) -> Option<String> {
-    match obj.get(field) {
-        None | Some(Value::Null) => {
-            errors.insert(field.into(), json!("is required"));
-            None
-        }
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            errors.insert(field.into(), json!("must not be empty"));
-            None
-        }
-        _ => optional_string(obj, field, max, errors),
+    let problem = match obj.get(field) {
+        None | Some(Value::Null) => Some("is required"),
+        Some(Value::String(s)) if s.trim().is_empty() => Some("must not be empty"),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        errors.insert(field.into(), json!(problem));
+        return None;
     }
+    optional_string(obj, field, max, errors)
 }
 
-/// Checks one event object. `Err` carries the per-field details.
-pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
+/// Checks one event object. `Err` carries the per-field details. The accepted fields are moved out
+/// of `value` rather than copied (the context alone is most of an event), so the body is spent.
+pub fn validate_event(value: &mut Value) -> Result<NewEvent, FieldErrors> {
     let mut errors = FieldErrors::new();
-    let Some(obj) = value.as_object() else {
+    let Some(obj) = value.as_object_mut() else {
         errors.insert("body".into(), json!("must be a JSON object"));
         return Err(errors);
     };
@@ -182,10 +183,10 @@ pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
     );
     let url = optional_string(obj, "url", MAX_URL_BYTES, &mut errors);
     let release = optional_string(obj, "release", MAX_SHORT_FIELD_BYTES, &mut errors);
-    let context = match obj.get("context") {
+    let context = match obj.get_mut("context") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => {
-            let mut context = v.clone();
+            let mut context = v.take();
             match check_context(&mut context, 1, &mut 0) {
                 Ok(()) => Some(context),
                 Err(why) => {
@@ -213,7 +214,7 @@ pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
             None
         }
     };
-    let fingerprint = match obj.get("fingerprint") {
+    let fingerprint = match obj.get_mut("fingerprint") {
         None | Some(Value::Null) => None,
         Some(Value::Array(items))
             if !items.is_empty()
@@ -224,8 +225,11 @@ pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
         {
             Some(
                 items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .iter_mut()
+                    .filter_map(|i| match i {
+                        Value::String(s) => Some(std::mem::take(s)),
+                        _ => None,
+                    })
                     .collect(),
             )
         }
@@ -263,7 +267,7 @@ pub fn validate_event(value: &Value) -> Result<NewEvent, FieldErrors> {
 /// Checks the shape of a `POST /api/errors/batch` body (a non-empty array of at most `max`
 /// events), then each event on its own: one bad event does not refuse its neighbours.
 pub fn validate_batch(
-    body: &Value,
+    body: &mut Value,
     max: usize,
 ) -> Result<Vec<Result<NewEvent, FieldErrors>>, ApiError> {
     let Value::Array(items) = body else {
@@ -284,7 +288,7 @@ pub fn validate_batch(
             json!({"body": format!("has {} events; the maximum is {max}", items.len())}),
         ));
     }
-    Ok(items.iter().map(validate_event).collect())
+    Ok(items.iter_mut().map(validate_event).collect())
 }
 
 #[cfg(test)]
@@ -293,14 +297,14 @@ mod tests {
 
     #[test]
     fn defaults_fill_level_and_environment() {
-        let e = validate_event(&json!({"message": "m", "source": "backend"})).unwrap();
+        let e = validate_event(&mut json!({"message": "m", "source": "backend"})).unwrap();
         assert_eq!(e.level, Level::Error);
         assert_eq!(e.environment, "production");
     }
 
     #[test]
     fn every_bad_field_is_reported_at_once() {
-        let errors = validate_event(&json!({
+        let errors = validate_event(&mut json!({
             "message": "", "level": "fatal", "context": [1], "url": 5, "event_id": "nope"
         }))
         .unwrap_err();
@@ -315,7 +319,7 @@ mod tests {
     #[test]
     fn a_non_object_is_refused() {
         assert!(
-            validate_event(&json!([1, 2]))
+            validate_event(&mut json!([1, 2]))
                 .unwrap_err()
                 .contains_key("body")
         );
@@ -324,7 +328,7 @@ mod tests {
     #[test]
     fn wrong_types_are_named() {
         let errors =
-            validate_event(&json!({"message": 1, "source": true, "level": 3})).unwrap_err();
+            validate_event(&mut json!({"message": 1, "source": true, "level": 3})).unwrap_err();
         assert_eq!(errors["message"], "must be a string");
         assert_eq!(errors["source"], "must be a string");
         assert_eq!(errors["level"], "must be a string");
@@ -337,7 +341,7 @@ mod limit_tests {
 
     #[test]
     fn long_messages_and_traces_are_truncated_with_a_marker() {
-        let e = validate_event(&json!({
+        let e = validate_event(&mut json!({
             "message": "é".repeat(MAX_MESSAGE_BYTES),
             "stack_trace": "x".repeat(MAX_STACK_TRACE_BYTES + 10),
             "source": "s",
@@ -370,7 +374,7 @@ mod limit_tests {
         let long_key = json!({ "k".repeat(MAX_CONTEXT_KEY_BYTES + 1): 1 });
         for context in [deep, Value::Object(wide), long_key] {
             let errors =
-                validate_event(&json!({"message": "m", "source": "s", "context": context}))
+                validate_event(&mut json!({"message": "m", "source": "s", "context": context}))
                     .unwrap_err();
             assert!(errors["context"].is_string(), "{errors:?}");
         }
@@ -378,7 +382,7 @@ mod limit_tests {
         for _ in 0..MAX_CONTEXT_DEPTH - 1 {
             ok = json!({ "d": ok });
         }
-        assert!(validate_event(&json!({"message": "m", "source": "s", "context": ok})).is_ok());
+        assert!(validate_event(&mut json!({"message": "m", "source": "s", "context": ok})).is_ok());
     }
 }
 
@@ -424,8 +428,8 @@ mod fuzz {
         fn arbitrary_bytes_parse_to_a_value_or_a_400(body in prop::collection::vec(any::<u8>(), 0..1024)) {
             match parse_json(&body) {
                 Ok(value) => {
-                    let _ = validate_event(&value).map(|e| check_accepted(&e));
-                    let _ = validate_batch(&value, 10);
+                    let _ = validate_event(&mut value.clone()).map(|e| check_accepted(&e));
+                    let _ = validate_batch(&mut value.clone(), 10);
                 }
                 Err(e) => prop_assert_eq!(e.status_code().as_u16(), 400),
             }
@@ -433,13 +437,13 @@ mod fuzz {
 
         #[test]
         fn arbitrary_json_validates_or_names_the_bad_fields(value in json_value()) {
-            match validate_event(&value) {
+            match validate_event(&mut value.clone()) {
                 Ok(e) => check_accepted(&e),
                 Err(details) => prop_assert!(!details.is_empty()),
             }
             // The same value as a one-event batch, and the text form through the parser.
-            let batch = Value::Array(vec![value.clone()]);
-            let results = validate_batch(&batch, 10).unwrap();
+            let mut batch = Value::Array(vec![value.clone()]);
+            let results = validate_batch(&mut batch, 10).unwrap();
             prop_assert_eq!(results.len(), 1);
             prop_assert!(parse_json(value.to_string().as_bytes()).is_ok());
         }
@@ -453,7 +457,7 @@ mod fuzz {
         #[test]
         fn batches_validate_element_by_element(items in prop::collection::vec(json_value(), 0..14)) {
             let n = items.len();
-            match validate_batch(&Value::Array(items), 10) {
+            match validate_batch(&mut Value::Array(items), 10) {
                 Ok(results) => prop_assert!((1..=10).contains(&results.len()) && results.len() == n),
                 Err(e) => {
                     prop_assert!(n == 0 || n > 10);

@@ -102,10 +102,13 @@ pub async fn create_error(
     State(state): State<AppState>,
     caller: Caller,
     origin: Origin,
-    EventBody { json: body, permit }: EventBody,
+    EventBody {
+        json: mut body,
+        permit,
+    }: EventBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Ingest)?;
-    let event = validate_event(&body).map_err(|details| {
+    let event = validate_event(&mut body).map_err(|details| {
         rejected("validation", 1);
         ApiError::validation("the event is invalid", Value::Object(details))
     })?;
@@ -134,10 +137,13 @@ pub async fn create_errors_batch(
     State(state): State<AppState>,
     caller: Caller,
     origin: Origin,
-    EventBody { json: body, permit }: EventBody,
+    EventBody {
+        json: mut body,
+        permit,
+    }: EventBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Ingest)?;
-    let checked = validate_batch(&body, state.settings.batch_max_events)?;
+    let checked = validate_batch(&mut body, state.settings.batch_max_events)?;
     let mut results = Vec::with_capacity(checked.len());
     let mut payloads = Vec::with_capacity(checked.len());
     for (index, checked) in checked.into_iter().enumerate() {
