@@ -330,7 +330,8 @@ mod tests {
         (tx, axum::body::Body::from_stream(stream))
     }
 
-    /// Reads `body` under `budget` in a task of its own, declaring `expected` bytes.
+    /// Reads `body` under `budget` in a task of its own, declaring `expected` bytes (the limit is
+    /// 64 KiB, or `expected` when larger).
     fn spawn_read(
         budget: &BodyBudget,
         body: axum::body::Body,
@@ -338,7 +339,8 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<(bytes::Bytes, BodyPermit), ApiError>> {
         let budget = budget.clone();
         tokio::spawn(async move {
-            read_body_within(&budget, body, expected, 64 * 1024, Duration::from_secs(30)).await
+            let limit = expected.max(64 * 1024);
+            read_body_within(&budget, body, expected, limit, Duration::from_secs(30)).await
         })
     }
 
@@ -368,28 +370,42 @@ mod tests {
         assert_eq!(budget.available_bytes(), 64 * 1024);
     }
 
-    #[tokio::test]
-    async fn a_body_still_arriving_gives_its_room_back_and_reserves_again_when_complete() {
-        let budget = BodyBudget::new(64 * 1024, 1024);
+    /// Sends `chunks` chunks of 20 KiB, one every 5 ms: ~4 MB/s, twice the minimum rate.
+    async fn send_promptly(
+        tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+        chunks: usize,
+    ) {
+        let chunk = bytes::Bytes::from(vec![b' '; 20 * 1024]);
+        assert!(chunk.len() as f64 / 0.005 >= 1.5 * MIN_ARRIVAL_RATE as f64);
+        for _ in 0..chunks {
+            tx.send(Ok(chunk.clone())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_still_arriving_after_the_hold_gives_its_room_back_however_fast_it_comes() {
+        let budget = BodyBudget::new(2 << 20, 1024);
         let (tx, body) = streamed_body();
-        let reading = spawn_read(&budget, body, 60 * 1024);
-        tx.send(Ok(bytes::Bytes::from_static(b"[1,")))
-            .await
-            .unwrap();
-        tokio::time::sleep(HOLD_WHILE_ARRIVING + Duration::from_millis(300)).await;
+        let reading = spawn_read(&budget, body, 2 << 20);
+        // 60 chunks take 300 ms: past HOLD_WHILE_ARRIVING (250 ms), 1.2 MB of the 2 MiB declared.
+        send_promptly(&tx, 60).await;
+        assert!(Duration::from_millis(300) > HOLD_WHILE_ARRIVING);
         assert_eq!(
             budget.available_bytes(),
-            64 * 1024,
-            "a slow body kept its room past HOLD_WHILE_ARRIVING"
+            2 << 20,
+            "a body kept its room past HOLD_WHILE_ARRIVING"
         );
         assert!(!reading.is_finished());
-        tx.send(Ok(bytes::Bytes::from_static(b"2]"))).await.unwrap();
+        tx.send(Ok(bytes::Bytes::from(vec![b' '; 1024])))
+            .await
+            .unwrap();
         drop(tx);
         let (bytes, permit) = reading.await.unwrap().expect("read");
-        assert_eq!(&bytes[..], b"[1,2]");
+        assert_eq!(bytes.len(), 60 * 20 * 1024 + 1024);
         assert_eq!(
             budget.available_bytes(),
-            63 * 1024,
+            (2 << 20) - bytes.len(),
             "its actual size, once complete"
         );
         drop(permit);
@@ -424,26 +440,8 @@ mod tests {
     async fn a_body_arriving_faster_than_the_minimum_rate_keeps_its_room_until_complete() {
         let budget = BodyBudget::new(256 * 1024, 1024);
         let (tx, body) = streamed_body();
-        let reading = tokio::spawn({
-            let budget = budget.clone();
-            async move {
-                read_body_within(
-                    &budget,
-                    body,
-                    200 * 1024,
-                    256 * 1024,
-                    Duration::from_secs(30),
-                )
-                .await
-            }
-        });
-        // 20 KiB every 5 ms: nearly twice the minimum rate, and 200 KiB in 50 ms.
-        let chunk = bytes::Bytes::from(vec![b' '; 20 * 1024]);
-        assert!(chunk.len() as f64 / 0.005 >= 1.5 * MIN_ARRIVAL_RATE as f64);
-        for _ in 0..9 {
-            tx.send(Ok(chunk.clone())).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let reading = spawn_read(&budget, body, 200 * 1024);
+        send_promptly(&tx, 9).await;
         // Past the first check (at 50 ms), before the second.
         tokio::time::sleep(Duration::from_millis(15)).await;
         assert_eq!(
@@ -451,7 +449,7 @@ mod tests {
             56 * 1024,
             "a body arriving in time lost its room"
         );
-        tx.send(Ok(chunk)).await.unwrap();
+        send_promptly(&tx, 1).await;
         drop(tx);
         let (bytes, permit) = reading.await.unwrap().expect("read");
         assert_eq!(bytes.len(), 200 * 1024);
