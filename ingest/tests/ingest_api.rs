@@ -276,17 +276,13 @@ async fn concurrent_batches_over_the_body_budget_wait_their_turn_and_all_arrive(
         assert_eq!(body(resp).await["data"]["accepted"], 20);
     }
     app.wait_for_count(12 * 20, 30).await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    let waits = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ingest_body_budget_waits_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(waits >= 1.0, "no request waited for the budget:\n{metrics}");
+    let waits = app.metric("ingest_body_budget_waits_total").await;
+    assert!(waits >= 1.0, "no request waited for the budget");
     // Every request gave its share back.
-    assert!(
-        metrics.contains("ingest_body_budget_available_bytes 16384\n"),
-        "budget not all returned:\n{metrics}"
+    assert_eq!(
+        app.metric("ingest_body_budget_available_bytes").await,
+        16384.0,
+        "budget not all returned"
     );
     app.shutdown().await;
 }

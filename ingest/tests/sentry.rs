@@ -541,15 +541,6 @@ async fn an_oversized_body_and_a_zip_bomb_get_413() {
     app2.shutdown().await;
 }
 
-/// The figure `name` on ingest's `/metrics` (0 when absent).
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// A Sentry body is read under the same body budget as native event bodies: its declared size is
 /// reserved before it is read, and a body still arriving after the hold gives that room back (the
 /// slow-body counter) and is accepted once complete; the decoded body's share is returned after
@@ -592,12 +583,12 @@ async fn a_sentry_body_is_read_under_the_body_budget_and_gives_its_room_back_whe
     .await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     assert!(
-        metric(&app, "ingest_body_budget_slow_bodies_total").await >= 1.0,
+        app.metric("ingest_body_budget_slow_bodies_total").await >= 1.0,
         "the Sentry body was not read under the budget"
     );
     app.wait_for_count(1, 30).await;
     assert_eq!(
-        metric(&app, "ingest_body_budget_available_bytes").await,
+        app.metric("ingest_body_budget_available_bytes").await,
         (64 * 1024) as f64,
         "the body's share was not given back"
     );

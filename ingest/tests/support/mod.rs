@@ -228,6 +228,15 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// The value of the unlabelled series `name` on ingest's `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{}", self.addr, path))
