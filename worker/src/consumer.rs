@@ -76,7 +76,7 @@ fn failure_reason(e: &sqlx::Error) -> &'static str {
 }
 
 /// Whether a SQLSTATE says Postgres refused what the statement carried rather than failed to run
-/// it: class 22 (data exception: a number jsonb cannot hold, a timestamp out of range), 23
+/// it: class 22 (data exception: a timestamp out of range, a number in a jsonb column), 23
 /// (integrity constraint: an event of a project deleted while its events were queued), 54
 /// (program limit: a value too large for an index). The same batch would fail the same way on
 /// every retry and hold up the queue behind it, so such a batch is split to find the events that

@@ -106,7 +106,8 @@ impl<'a> Batch<'a> {
             rows.group_id.push(p.group_id);
             rows.received_at.push(e.received_at);
             rows.sample.push(e);
-            rows.extra.push(e.extra.as_deref().map(sqlx::types::Json));
+            rows.extra
+                .push(e.extra.as_deref().map(serde_json::value::RawValue::get));
         }
         Batch {
             received: events.len(),

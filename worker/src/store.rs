@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use faultline_shared::domain::StoredEvent;
 use serde_json::{Value, value::RawValue};
-use sqlx::{PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query, types::Json};
+use sqlx::{PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 use uuid::Uuid;
@@ -17,8 +17,9 @@ pub struct SampleColumns<'a> {
     pub level: Vec<&'static str>,
     pub message: Vec<&'a str>,
     pub stack_trace: Vec<Option<&'a str>>,
-    /// As the text the event carried (`Json` only tells sqlx to send it as jsonb).
-    pub context: Vec<Option<Json<&'a RawValue>>>,
+    /// As the text the event carried, stored as such (json, not jsonb: see
+    /// migrations/0009_json_as_sent.sql). Sent as text and cast, so Postgres only checks the syntax.
+    pub context: Vec<Option<&'a str>>,
     pub source: Vec<&'a str>,
     pub environment: Vec<&'a str>,
     pub url: Vec<Option<&'a str>>,
@@ -48,7 +49,7 @@ impl<'a> SampleColumns<'a> {
         self.level.push(e.level.as_str());
         self.message.push(&e.message);
         self.stack_trace.push(e.stack_trace.as_deref());
-        self.context.push(e.context.as_deref().map(Json));
+        self.context.push(e.context.as_deref().map(RawValue::get));
         self.source.push(&e.source);
         self.environment.push(&e.environment);
         self.url.push(e.url.as_deref());
@@ -66,7 +67,8 @@ pub struct EventRows<'a> {
     pub group_id: Vec<Uuid>,
     pub received_at: Vec<DateTime<Utc>>,
     pub sample: SampleColumns<'a>,
-    pub extra: Vec<Option<Json<&'a RawValue>>>,
+    /// As `context`.
+    pub extra: Vec<Option<&'a str>>,
 }
 
 /// Inserts events, skipping ids already stored; returns the ids that were new. This is where a
@@ -80,8 +82,8 @@ pub async fn insert_events(
         "INSERT INTO events (id, project_id, group_id, received_at, level, message, stack_trace,
                              context, source, environment, url, user_agent, ip_address, release, extra)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[],
-                              $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[],
-                              $11::text[], $12::text[], $13::text[], $14::text[], $15::jsonb[])
+                              $6::text[], $7::text[], $8::text[]::json[], $9::text[], $10::text[],
+                              $11::text[], $12::text[], $13::text[], $14::text[], $15::text[]::json[])
          ON CONFLICT (id) DO NOTHING
          RETURNING id",
     )
@@ -133,7 +135,7 @@ pub async fn upsert_groups(
                 latest_event_id, count, first_seen, last_seen)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::text[],
                               $6::jsonb[], $7::bool[], $8::text[], $9::text[], $10::text[],
-                              $11::jsonb[], $12::text[], $13::text[], $14::text[], $15::text[],
+                              $11::text[]::json[], $12::text[], $13::text[], $14::text[], $15::text[],
                               $16::text[], $17::text[], $18::uuid[], $19::bigint[],
                               $20::timestamptz[], $21::timestamptz[])
          ON CONFLICT (id) DO UPDATE SET

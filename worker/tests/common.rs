@@ -267,7 +267,7 @@ pub async fn dead_letters_at(url: &str, prefix: &str) -> Vec<DeadLetter> {
         .await
         .expect("basic.get")
     {
-        // Raw: a refused event may hold a number no f64 can (`1e200000`).
+        // Raw: a dead-lettered event may hold a number no f64 can (`1e200000`).
         let elements: Vec<&serde_json::value::RawValue> =
             serde_json::from_slice(&m.delivery.data).expect("a JSON array");
         let headers = m.delivery.properties.headers().clone().unwrap_or_default();

@@ -37,11 +37,12 @@ async fn a_poison_message_is_dead_lettered_and_the_events_behind_it_are_processe
     testkit::delete_topology(&prefix).await;
 }
 
-/// Events that decode but that Postgres refuses (a number jsonb cannot hold; an event of a project
-/// deleted while it was queued) used to fail their batch on every retry and hold up the queue. Now
-/// the batch is split, each refused event goes to the dead-letter queue alone, in the queue's
-/// format, with the refusal in a header, and every other event, beside and behind them, is stored
-/// and counted once.
+/// Events that decode but that Postgres refuses (a time before the years it can store; an event of
+/// a project deleted while it was queued) used to fail their batch on every retry and hold up the
+/// queue. Now the batch is split, each refused event goes to the dead-letter queue alone, in the
+/// queue's format, with the refusal in a header, and every other event, beside and behind them, is
+/// stored and counted once: a number no jsonb could hold among them (`context` and `extra` are
+/// json, kept as sent).
 #[tokio::test]
 async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_is_stored() {
     let db = TestDb::new().await;
@@ -49,12 +50,16 @@ async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_i
     let mut beside: Vec<serde_json::Value> = (0..30)
         .map(|i| serde_json::to_value(event(&format!("fine {i}"))).unwrap())
         .collect();
-    let mut too_big = event("a number jsonb cannot hold");
-    too_big.extra = Some(serde_json::json!("PLACEHOLDER"));
+    let mut too_old = event("a time Postgres cannot store");
+    too_old.received_at =
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, -10000, 1, 1, 0, 0, 0).unwrap();
+    let mut huge_number = event("a number no jsonb could hold");
+    huge_number.extra = Some(serde_json::json!("PLACEHOLDER"));
     let mut orphan = event("a project deleted meanwhile");
     orphan.project_id = uuid::Uuid::now_v7();
     beside.insert(11, serde_json::to_value(&orphan).unwrap());
-    beside.insert(20, serde_json::to_value(&too_big).unwrap());
+    beside.insert(20, serde_json::to_value(&too_old).unwrap());
+    beside.insert(25, serde_json::to_value(&huge_number).unwrap());
     let body = serde_json::to_string(&beside)
         .unwrap()
         .replace(r#""PLACEHOLDER""#, r#"{"n": 1e200000}"#);
@@ -62,11 +67,17 @@ async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_i
     publish_events(&prefix, &[vec![event("behind"), event("behind")]]).await;
 
     let worker = RunningWorker::start(settings(&db.url, &prefix)).await;
-    until_counted(&db.pool, 32, 30).await;
+    until_counted(&db.pool, 33, 30).await;
     until_dead_letters(&prefix, 2, 20).await;
     assert_eq!(depth(&prefix, false).await, 0);
-    assert_eq!(stored_events(&db.pool).await, 32);
-    assert_eq!(rollup_total(&db.pool).await, 32);
+    assert_eq!(stored_events(&db.pool).await, 33);
+    assert_eq!(rollup_total(&db.pool).await, 33);
+    let (extra,): (String,) = sqlx::query_as("SELECT extra::text FROM events WHERE id = $1")
+        .bind(huge_number.event_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(extra, r#"{"n": 1e200000}"#);
     assert_eq!(
         worker
             .metric(r#"worker_dead_lettered_total{kind="refused"}"#)
@@ -91,13 +102,13 @@ async fn events_postgres_refuses_are_dead_lettered_and_the_rest_of_their_batch_i
         .collect();
     letters.sort();
     let mut expected = vec![
-        (too_big.event_id, "SQLSTATE 22003".to_string()),
+        (too_old.event_id, "SQLSTATE 22008".to_string()),
         (orphan.event_id, "SQLSTATE 23503".to_string()),
     ];
     expected.sort();
     assert_eq!(letters, expected);
     // Nothing was counted for them.
-    assert_eq!(counted(&db.pool).await, 32);
+    assert_eq!(counted(&db.pool).await, 33);
     testkit::delete_topology(&prefix).await;
 }
 

@@ -4,7 +4,7 @@
 #[path = "common.rs"]
 mod common;
 
-use chrono::{DurationRound, TimeDelta, Utc};
+use chrono::{DurationRound, TimeDelta, TimeZone, Utc};
 use common::*;
 use faultline_shared::{domain::stored, testkit::TestDb};
 use serde_json::value::RawValue;
@@ -124,10 +124,11 @@ async fn no_index_of_error_groups_holds_what_every_batch_rewrites() {
     assert_eq!(sort_indexes.0, 2);
 }
 
-/// Postgres refuses events of a batch for what they hold: a number jsonb cannot store, and events of
-/// a project that no longer exists (deleted while its events were queued). Exactly those are
-/// found and returned with their SQLSTATEs; every other event is stored and counted once. Done
-/// again (as after an outage mid-split), nothing is counted twice.
+/// Postgres refuses events of a batch for what they hold: a time before the years it can store,
+/// and events of a project that no longer exists (deleted while its events were queued). Exactly
+/// those are found and returned with their SQLSTATEs; every other event is stored and counted
+/// once, including numbers no jsonb could hold (kept as sent since `context` and `extra` are json).
+/// Done again (as after an outage mid-split), nothing is counted twice.
 #[tokio::test]
 async fn a_batch_postgres_refuses_is_split_until_the_refused_events_are_found() {
     let db = TestDb::new().await;
@@ -136,8 +137,10 @@ async fn a_batch_postgres_refuses_is_split_until_the_refused_events_are_found() 
             .map(|i| event(&format!("job {} failed", i % 7)))
             .collect::<Vec<_>>(),
     );
-    events[13].extra = Some(RawValue::from_string(r#"{"n": 1e200000}"#.into()).unwrap());
-    events[58].context = Some(RawValue::from_string(r#"[-1e999999]"#.into()).unwrap());
+    events[13].received_at = Utc.with_ymd_and_hms(-10000, 1, 1, 0, 0, 0).unwrap();
+    events[58].received_at = Utc.with_ymd_and_hms(-5000, 6, 1, 12, 0, 0).unwrap();
+    events[21].extra = Some(RawValue::from_string(r#"{"n": 1e200000}"#.into()).unwrap());
+    events[22].context = Some(RawValue::from_string(r#"[-1e999999]"#.into()).unwrap());
     let deleted = Uuid::now_v7();
     for i in [40, 77, 78] {
         events[i].project_id = deleted;
@@ -154,8 +157,8 @@ async fn a_batch_postgres_refuses_is_split_until_the_refused_events_are_found() 
         .collect();
     found.sort();
     let mut expected = vec![
-        (events[13].event_id, "22003"),
-        (events[58].event_id, "22003"),
+        (events[13].event_id, "22008"),
+        (events[58].event_id, "22008"),
         (events[40].event_id, "23503"),
         (events[77].event_id, "23503"),
         (events[78].event_id, "23503"),
@@ -170,6 +173,20 @@ async fn a_batch_postgres_refuses_is_split_until_the_refused_events_are_found() 
     assert_eq!(counted(&db.pool).await, 95);
     assert_eq!(stored_events(&db.pool).await, 95);
     assert_eq!(rollup_total(&db.pool).await, 95);
+    // Numbers no jsonb could hold are kept as the text that was sent.
+    let (extra, context): (String, String) = sqlx::query_as(
+        "SELECT (SELECT extra::text FROM events WHERE id = $1),
+                (SELECT context::text FROM events WHERE id = $2)",
+    )
+    .bind(events[21].event_id)
+    .bind(events[22].event_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (extra.as_str(), context.as_str()),
+        (r#"{"n": 1e200000}"#, "[-1e999999]")
+    );
 
     let (outcome, refused) = commit_isolating(&db.pool, &events).await.unwrap();
     assert_eq!(

@@ -50,7 +50,7 @@ pub struct ErrorEvent<J = serde_json::Value> {
 }
 
 /// An event as the worker holds it: `context` and `extra` stay the JSON text of the broker
-/// message. The worker never looks inside them, and Postgres parses them into jsonb anyway, so
+/// message. The worker never looks inside them, and Postgres stores them as that text (json), so
 /// a tree per event would cost the worker a parse, an allocation per key and value (several
 /// times the text's size, for every event of the batches in hand) and a re-serialisation to bind
 /// it (benches/RESULTS.md, sixth session).
