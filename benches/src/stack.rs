@@ -56,9 +56,16 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// `admin` with its database replaced by `name`; its parameters (`?sslmode=disable`) are kept.
 fn database_url(admin: &str, name: &str) -> String {
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-    format!("{base}/{name}")
+    let (path, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(p, q)| (p, Some(q)));
+    let base = path.rsplit_once('/').map(|(b, _)| b).unwrap_or(path);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
 }
 
 /// A command for one of the binaries, with the bench's environment and logs.
@@ -411,4 +418,21 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
     let mut result = result?;
     result.stack = Some(info);
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn the_bench_database_keeps_the_admin_urls_parameters() {
+        assert_eq!(
+            database_url("postgres://u:p@127.0.0.1:5432/postgres", "bench"),
+            "postgres://u:p@127.0.0.1:5432/bench"
+        );
+        assert_eq!(
+            database_url("postgres://u@h/postgres?sslmode=disable", "bench"),
+            "postgres://u@h/bench?sslmode=disable"
+        );
+    }
 }

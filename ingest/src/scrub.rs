@@ -195,9 +195,23 @@ fn looks_like_card(s: &str) -> bool {
         && luhn(digits())
 }
 
+/// How many ASCII digits `bytes` holds. Every string of every event is counted (most have too
+/// few digits for a card and stop there), so the count runs in byte-wide lanes, 255 bytes at a
+/// time: counted into a `usize` directly, the compiler widened each byte to 64 bits and went
+/// four bytes a step (1.2 % of the machine's CPU at maximum throughput, RESULTS twelfth session).
+fn ascii_digits(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(255)
+        .map(|chunk| {
+            let n: u8 = chunk.iter().map(|b| u8::from(b.is_ascii_digit())).sum();
+            usize::from(n)
+        })
+        .sum()
+}
+
 /// Replaces card-like numbers in `text`; returns how many.
 pub fn scrub_cards(text: &mut String) -> usize {
-    if text.bytes().filter(u8::is_ascii_digit).count() < 13 {
+    if ascii_digits(text.as_bytes()) < 13 {
         return 0;
     }
     let bytes = text.as_bytes();
@@ -205,7 +219,11 @@ pub fn scrub_cards(text: &mut String) -> usize {
     let mut i = 0;
     while i < bytes.len() {
         // A candidate starts at a digit not preceded by a digit or letter.
-        if !bytes[i].is_ascii_digit() || (i > 0 && bytes[i - 1].is_ascii_alphanumeric()) {
+        match bytes[i..].iter().position(u8::is_ascii_digit) {
+            Some(skip) => i += skip,
+            None => break,
+        }
+        if i > 0 && bytes[i - 1].is_ascii_alphanumeric() {
             i += 1;
             continue;
         }
@@ -260,6 +278,25 @@ mod tests {
         assert_eq!(v["headers"]["Accept"], "*/*");
         assert_eq!(v["items"][0]["session_id"], FILTERED);
         assert!(v["empty_token"].is_null());
+    }
+
+    #[test]
+    fn digits_are_counted_across_the_lanes_and_a_card_after_a_long_pad_is_found() {
+        assert_eq!(ascii_digits(&[b'7'; 1000]), 1000);
+        assert_eq!(ascii_digits(b""), 0);
+        let spread: String = (0..1000)
+            .map(|i| if i % 83 == 0 { '5' } else { 'x' })
+            .collect();
+        assert_eq!(ascii_digits(spread.as_bytes()), 13);
+        let mut padded = format!(
+            "{} card 4111 1111 1111 1111 {}",
+            "x".repeat(600),
+            "y".repeat(300)
+        );
+        assert_eq!(scrub_cards(&mut padded), 1);
+        assert!(padded.contains(" card [Filtered] "), "{padded}");
+        let mut twelve = format!("{}{}", "ab1".repeat(12), "z".repeat(500));
+        assert_eq!(scrub_cards(&mut twelve), 0);
     }
 
     #[test]
