@@ -294,3 +294,99 @@ async fn expired_events_are_purged_in_batches_while_counts_stay() {
     assert_eq!(stored_events(&db.pool).await, 1);
     assert_eq!(counted(&db.pool).await, 26);
 }
+
+/// Events go in with `COPY` (binary): every field comes back as it was sent, set or absent,
+/// times to the microsecond and non-ASCII text included. A batch holding ids stored before falls
+/// back to the statement that skips them, and counts only the new ones.
+#[tokio::test]
+async fn every_field_of_an_event_is_stored_as_sent_and_a_batch_with_stored_ids_counts_the_rest() {
+    let db = TestDb::new().await;
+    let mut full = event("Zahlung fehlgeschlagen: 'ü' \\ \"quoted\"");
+    full.received_at = Utc
+        .with_ymd_and_hms(2026, 12, 1, 11, 59, 58)
+        .unwrap()
+        .checked_add_signed(TimeDelta::microseconds(123_457))
+        .unwrap();
+    full.stack_trace = Some("Error: boom\n    at f (app.js:1:2)".into());
+    full.context = Some(serde_json::json!({"user": {"id": 7}, "tags": ["a", "é"]}));
+    full.url = Some("https://example.com/checkout?x=1".into());
+    full.user_agent = Some("Mozilla/5.0".into());
+    full.ip_address = Some("203.0.113.9".into());
+    full.release = Some("v1.2.3".into());
+    full.extra = Some(serde_json::json!([1, null, "x"]));
+    let bare = event("bare");
+    let outcome = process_batch(&db.pool, &stored(&[full.clone(), bare.clone()]))
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (2, 0));
+
+    type Row = (
+        Uuid,
+        chrono::DateTime<Utc>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let read = |id: Uuid| {
+        sqlx::query_as::<_, Row>(
+            "SELECT project_id, received_at, level, message, stack_trace, context::text, source,
+                    environment, url, user_agent, ip_address, release, extra::text
+             FROM events WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&db.pool)
+    };
+    let row = read(full.event_id).await.unwrap();
+    assert_eq!(
+        (&row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6),
+        (
+            &full.project_id,
+            &full.received_at,
+            &"error".to_string(),
+            &full.message,
+            &full.stack_trace,
+            &Some(serde_json::to_string(full.context.as_ref().unwrap()).unwrap()),
+            &full.source,
+        )
+    );
+    assert_eq!(
+        (&row.7, &row.8, &row.9, &row.10, &row.11, &row.12),
+        (
+            &full.environment,
+            &full.url,
+            &full.user_agent,
+            &full.ip_address,
+            &full.release,
+            &Some(serde_json::to_string(full.extra.as_ref().unwrap()).unwrap()),
+        )
+    );
+    let row = read(bare.event_id).await.unwrap();
+    assert_eq!(
+        (row.4, row.5, row.8, row.9, row.10, row.11, row.12),
+        (None, None, None, None, None, None, None)
+    );
+
+    // Three of these five were stored above or are in the batch twice.
+    let fresh: Vec<_> = (0..3).map(|i| event(&format!("fresh {i}"))).collect();
+    let again = [
+        full.clone(),
+        fresh[0].clone(),
+        bare.clone(),
+        fresh[1].clone(),
+        fresh[2].clone(),
+        fresh[2].clone(),
+    ];
+    let outcome = process_batch(&db.pool, &stored(&again)).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (3, 3));
+    assert_eq!(stored_events(&db.pool).await, 5);
+    assert_eq!(counted(&db.pool).await, 5);
+    assert_eq!(rollup_total(&db.pool).await, 5);
+}
