@@ -145,7 +145,8 @@ fn pg_micros(t: DateTime<Utc>) -> i64 {
 /// its length and its bytes (-1 for NULL), then -1.
 fn encode_copy_rows(rows: &EventRows<'_>) -> Vec<u8> {
     fn field(out: &mut Vec<u8>, bytes: &[u8]) {
-        // A field longer than i32 cannot reach here: bodies are limited to MAX_BODY_BYTES.
+        // No field comes near i32::MAX bytes: it came in a broker message, and RabbitMQ refuses
+        // messages over its max_message_size (128 MiB by default, 512 MiB at most).
         out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
         out.extend_from_slice(bytes);
     }
