@@ -334,6 +334,37 @@ async fn bad_list_parameters_get_400_naming_each_parameter() {
     app.shutdown().await;
 }
 
+/// Postgres keeps `context` as the JSON text sent (json). A number beyond f64 has no tree form;
+/// ingest refuses one, but a message put on the queue by hand (dead letters moved back) can carry
+/// it. The group's detail, its events and the list return that context as its text instead of
+/// failing.
+#[tokio::test]
+async fn a_stored_context_no_json_tree_can_hold_is_returned_as_its_text() {
+    let app = TestApp::spawn().await;
+    let mut events = stored(&[event(
+        "huge number",
+        Level::Error,
+        "backend",
+        "production",
+        Utc::now(),
+    )]);
+    let raw = r#"{"n": 1e400}"#;
+    events[0].context = Some(serde_json::value::RawValue::from_string(raw.into()).unwrap());
+    process_batch(&app.db.pool, &events).await.unwrap();
+    let (id,): (Uuid,) = sqlx::query_as("SELECT id FROM error_groups")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    let detail = get_json(&app, &format!("/api/errors/{id}")).await;
+    assert_eq!(detail["context"], raw, "{detail}");
+    assert_eq!(detail["recent_events"][0]["context"], raw, "{detail}");
+    let page = get_json(&app, &format!("/api/errors/{id}/events")).await;
+    assert_eq!(page["events"][0]["context"], raw, "{page}");
+    let resp = app.get("/api/errors").await;
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test]
 async fn an_error_detail_explains_its_grouping_and_pages_its_events() {
     let app = TestApp::spawn().await;

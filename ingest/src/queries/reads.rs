@@ -17,13 +17,36 @@ const GROUP_COLUMNS: &str = "id, level, message, stack_trace, context, source, e
      regressed_at, reopened_at, first_seen, created_at, updated_at, latest_event_id, \
      normalized_message, grouping_frames, grouping_version, custom_fingerprint";
 
+/// A `json` column (an event's or a group's `context`) read as a tree. Postgres's json keeps the
+/// text as sent, and a number beyond f64 (`1e400`) has no tree form; ingest refuses such numbers,
+/// but a message put on the queue by other means (dead letters moved back by hand) can carry one.
+/// Such a value is returned as its text, a JSON string, instead of failing the whole read.
+#[derive(Debug)]
+pub struct StoredJson(pub Value);
+
+impl sqlx::Type<Postgres> for StoredJson {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_name("json")
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for StoredJson {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        // json's text and binary forms are both the text itself.
+        let text = value.as_str()?;
+        Ok(StoredJson(
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
+        ))
+    }
+}
+
 #[derive(Debug, FromRow)]
 pub struct GroupRow {
     pub id: Uuid,
     pub level: String,
     pub message: String,
     pub stack_trace: Option<String>,
-    pub context: Option<Value>,
+    pub context: Option<StoredJson>,
     pub source: String,
     pub environment: String,
     pub user_agent: Option<String>,
@@ -57,7 +80,7 @@ impl GroupRow {
             "level": self.level,
             "message": self.message,
             "stack_trace": self.stack_trace,
-            "context": self.context,
+            "context": self.context.as_ref().map(|c| &c.0),
             "source": self.source,
             "environment": self.environment,
             "user_agent": self.user_agent,
@@ -254,7 +277,7 @@ pub struct EventRow {
     pub level: String,
     pub message: String,
     pub stack_trace: Option<String>,
-    pub context: Option<Value>,
+    pub context: Option<StoredJson>,
     pub source: String,
     pub environment: String,
     pub url: Option<String>,
@@ -272,7 +295,7 @@ impl EventRow {
             "level": self.level,
             "message": self.message,
             "stack_trace": self.stack_trace,
-            "context": self.context,
+            "context": self.context.as_ref().map(|c| &c.0),
             "source": self.source,
             "environment": self.environment,
             "url": self.url,
