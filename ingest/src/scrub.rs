@@ -49,8 +49,27 @@ impl Default for Scrubber {
     }
 }
 
+/// How keys and configured fields are compared: ASCII case folded, `-` read as `_` (the caller
+/// trims). Only ASCII bytes change, so UTF-8 stays UTF-8.
+fn normal_byte(b: u8) -> u8 {
+    if b == b'-' {
+        b'_'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
 fn normalise(key: &str) -> String {
-    key.trim().to_ascii_lowercase().replace('-', "_")
+    key.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                char::from(normal_byte(c as u8))
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 impl Scrubber {
@@ -67,17 +86,17 @@ impl Scrubber {
         // Every key of every event's context comes through here: keys of ordinary length are
         // normalised on the stack rather than into a new string.
         let key = key.trim();
-        let mut buf = [0u8; 128];
-        let Some(normal) = buf.get_mut(..key.len()) else {
-            let key = normalise(key);
-            return self.fields.iter().any(|f| key.contains(f.as_str()));
+        let mut stack = [0u8; 128];
+        let mut long = Vec::new();
+        let normal: &mut [u8] = match stack.get_mut(..key.len()) {
+            Some(buf) => buf,
+            None => {
+                long.resize(key.len(), 0);
+                &mut long
+            }
         };
         for (to, from) in normal.iter_mut().zip(key.bytes()) {
-            *to = if from == b'-' {
-                b'_'
-            } else {
-                from.to_ascii_lowercase()
-            };
+            *to = normal_byte(from);
         }
         let normal = &*normal;
         self.fields.iter().any(|f| {

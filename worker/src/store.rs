@@ -114,15 +114,22 @@ fn is_stored_id(e: &sqlx::Error) -> bool {
     })
 }
 
-/// The columns `COPY` writes, in the order [`encode_copy_rows`] lays each row out.
-const EVENT_COLUMNS: &str = "id, project_id, group_id, received_at, level, message, stack_trace, \
-                             context, source, environment, url, user_agent, ip_address, release, extra";
+/// An event's columns, in the order [`encode_copy_rows`] lays each row out and
+/// [`insert_events_skipping_stored`] binds its arrays (a macro, so both statements stay literals).
+macro_rules! event_columns {
+    () => {
+        "id, project_id, group_id, received_at, level, message, stack_trace, context, source, \
+         environment, url, user_agent, ip_address, release, extra"
+    };
+}
 
 async fn copy_events(conn: &mut PgConnection, rows: &EventRows<'_>) -> Result<(), sqlx::Error> {
     let data = encode_copy_rows(rows);
     let mut copy = conn
-        .copy_in_raw(&format!(
-            "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        .copy_in_raw(concat!(
+            "COPY events (",
+            event_columns!(),
+            ") FROM STDIN (FORMAT binary)"
         ))
         .await?;
     copy.send(data).await?;
@@ -190,15 +197,16 @@ async fn insert_events_skipping_stored(
     conn: &mut PgConnection,
     rows: &EventRows<'_>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let query = sqlx::query(
-        "INSERT INTO events (id, project_id, group_id, received_at, level, message, stack_trace,
-                             context, source, environment, url, user_agent, ip_address, release, extra)
+    let query = sqlx::query(concat!(
+        "INSERT INTO events (",
+        event_columns!(),
+        ")
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[],
                               $6::text[], $7::text[], $8::text[]::json[], $9::text[], $10::text[],
                               $11::text[], $12::text[], $13::text[], $14::text[], $15::text[]::json[])
          ON CONFLICT (id) DO NOTHING
-         RETURNING id",
-    )
+         RETURNING id"
+    ))
     .bind(&rows.id)
     .bind(&rows.project_id)
     .bind(&rows.group_id)
