@@ -1,16 +1,15 @@
-//! The load itself. Each connection is one task owning one hyper HTTP/1.1 connection, so a slow
-//! server shows as queueing here rather than being hidden by a client pool. Requests are numbered
+//! The load itself. Each connection is one task owning one HTTP/1.1 connection ([`crate::wire`]),
+//! so a slow server shows as queueing here rather than being hidden by a client pool. Requests are numbered
 //! from one shared counter; in open-loop mode request `i` is due at `start + i * interval`, and its
 //! latency is measured from that due time, so a stalled server is charged for the requests it kept
 //! waiting (no coordinated omission).
 
-use crate::payload::{Payloads, is_batch};
-use anyhow::Context;
+use crate::{
+    payload::{Payloads, is_batch},
+    wire,
+};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, StatusCode, client::conn::http1, header};
-use hyper_util::rt::TokioIo;
 use std::{
     collections::BTreeMap,
     sync::{
@@ -19,7 +18,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::{net::TcpStream, time::Instant};
+use tokio::time::Instant;
 
 /// What one run asks of the connections.
 pub struct Plan {
@@ -109,37 +108,25 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
 }
 
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-async fn connect(host: &str, port: u16) -> anyhow::Result<Sender> {
-    let stream = TcpStream::connect((host, port))
-        .await
-        .with_context(|| format!("connecting to {host}:{port}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+/// Every request of the run, head and body, ready to write.
+struct Requests {
+    singles: Vec<Bytes>,
+    batches: Vec<Bytes>,
 }
 
-/// Sends one request and reads the whole answer; `Ok` with the status and body.
-async fn send(
-    sender: &mut Sender,
-    plan: &Plan,
-    path: &'static str,
-    body: Bytes,
-) -> anyhow::Result<(StatusCode, Bytes)> {
-    sender.ready().await?;
-    let req = Request::post(path)
-        .header(header::HOST, plan.host.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-api-key", plan.key.as_str())
-        .body(Full::new(body))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+impl Requests {
+    fn build(plan: &Plan) -> Self {
+        let prepare = |path: &str, bodies: &[Bytes]| {
+            bodies
+                .iter()
+                .map(|b| wire::request(&plan.host, path, &plan.key, b))
+                .collect()
+        };
+        Self {
+            singles: prepare("/api/errors", &plan.payloads.singles),
+            batches: prepare("/api/errors/batch", &plan.payloads.batches),
+        }
+    }
 }
 
 /// Events an answered batch accepted and rejected, from `data.accepted` / `data.rejected`.
@@ -151,10 +138,15 @@ fn batch_counts(body: &[u8]) -> (u64, u64) {
     )
 }
 
-async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Outcome {
+async fn connection(
+    plan: Arc<Plan>,
+    requests: Arc<Requests>,
+    next: Arc<AtomicU64>,
+    start: Instant,
+) -> Outcome {
     let mut out = Outcome::new();
     let end = start + plan.duration;
-    let mut sender: Option<Sender> = None;
+    let mut conn: Option<wire::Connection> = None;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let due = match plan.interval {
@@ -175,20 +167,20 @@ async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Ou
             }
         };
         let batch = is_batch(i, plan.batch_share);
-        let (path, body, events) = if batch {
-            let b = &plan.payloads.batches[i as usize % plan.payloads.batches.len()];
-            ("/api/errors/batch", b.clone(), plan.batch_size)
+        let (request, events) = if batch {
+            let all = &requests.batches;
+            (&all[i as usize % all.len()], plan.batch_size)
         } else {
-            let b = &plan.payloads.singles[i as usize % plan.payloads.singles.len()];
-            ("/api/errors", b.clone(), 1)
+            let all = &requests.singles;
+            (&all[i as usize % all.len()], 1)
         };
         out.requests += 1;
         out.events_sent += events;
-        let s = match sender.take() {
-            Some(s) => Ok(s),
-            None => connect(&plan.host, plan.port).await,
+        let c = match conn.take() {
+            Some(c) => Ok(c),
+            None => wire::Connection::open(&plan.host, plan.port).await,
         };
-        let mut s = match s {
+        let mut c = match c {
             Ok(s) => s,
             Err(e) => {
                 out.error("io_error", format!("{e:#}"));
@@ -197,8 +189,8 @@ async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Ou
                 continue;
             }
         };
-        match tokio::time::timeout(plan.request_timeout, send(&mut s, &plan, path, body)).await {
-            Ok(Ok((status, body))) => {
+        match tokio::time::timeout(plan.request_timeout, c.round_trip(request)).await {
+            Ok(Ok(answer)) => {
                 let micros = due.elapsed().as_micros().min(u64::MAX as u128) as u64;
                 out.latency.saturating_record(micros.max(1));
                 let second = (due - start).as_secs() as usize;
@@ -207,10 +199,12 @@ async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Ou
                 }
                 out.per_second[second].0 += 1;
                 out.per_second[second].1 = out.per_second[second].1.max(micros);
-                *out.statuses.entry(status.as_u16().to_string()).or_default() += 1;
-                if status == StatusCode::ACCEPTED {
+                let status = answer.status;
+                count_status(&mut out.statuses, status);
+                let body = c.body();
+                if status == 202 {
                     if batch {
-                        let (a, r) = batch_counts(&body);
+                        let (a, r) = batch_counts(body);
                         out.events_accepted += a;
                         out.events_rejected += r;
                     } else {
@@ -223,7 +217,9 @@ async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Ou
                         out.sample_errors.push(detail);
                     }
                 }
-                sender = Some(s);
+                if !answer.close {
+                    conn = Some(c);
+                }
             }
             Ok(Err(e)) => out.error("io_error", format!("{e:#}")),
             Err(_) => out.error("timeout", "request timed out".to_string()),
@@ -232,13 +228,37 @@ async fn connection(plan: Arc<Plan>, next: Arc<AtomicU64>, start: Instant) -> Ou
     out
 }
 
+/// Adds one answer with `status` to the counts, without building its key when it is there.
+fn count_status(statuses: &mut BTreeMap<String, u64>, status: u16) {
+    let digits = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    let key = std::str::from_utf8(&digits).unwrap_or("???");
+    match statuses.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            statuses.insert(key.to_string(), 1);
+        }
+    }
+}
+
 /// Runs the plan; returns when every connection has had its last answer.
 pub async fn run(plan: Plan) -> Outcome {
+    let requests = Arc::new(Requests::build(&plan));
     let plan = Arc::new(plan);
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..plan.connections)
-        .map(|_| tokio::spawn(connection(plan.clone(), next.clone(), start)))
+        .map(|_| {
+            tokio::spawn(connection(
+                plan.clone(),
+                requests.clone(),
+                next.clone(),
+                start,
+            ))
+        })
         .collect();
     let mut total = Outcome::new();
     for t in tasks {
@@ -249,4 +269,19 @@ pub async fn run(plan: Plan) -> Outcome {
     }
     total.elapsed = start.elapsed();
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_counted_by_their_three_digits() {
+        let mut s = BTreeMap::new();
+        for code in [202, 202, 429, 503, 202] {
+            count_status(&mut s, code);
+        }
+        let got: Vec<(&str, u64)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(got, [("202", 3), ("429", 1), ("503", 1)]);
+    }
 }

@@ -5,6 +5,7 @@
 //! # Layout
 //! - `payload`: the request bodies (templates per fingerprint, padding, batches), built up front.
 //! - `load`: one task per connection, the arrival schedule, latency histograms.
+//! - `wire`: the HTTP/1.1 client those tasks speak: prepared requests, `Content-Length` answers.
 //! - `drain`: polls the project's Postgres count until it equals what ingest accepted.
 //! - `stack`: `--stack` runs its own ingest and worker on a fresh database and queue prefix.
 //! - `sysstat`: CPU time per process family and peak RSS, read from `/proc`.
@@ -16,6 +17,7 @@ mod payload;
 mod report;
 mod stack;
 mod sysstat;
+mod wire;
 
 use clap::Parser;
 use std::time::Duration;
