@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 tokio::task_local! {
     /// The id of the request being served, set by the request-id middleware so that every error
@@ -169,7 +170,15 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
+        Self::from(Arc::new(e))
+    }
+}
+
+/// One database error answered to several requests (the key cache's single query for a key many
+/// requests wait on): each gets the answer the query's own caller would have.
+impl From<Arc<sqlx::Error>> for ApiError {
+    fn from(e: Arc<sqlx::Error>) -> Self {
+        match &*e {
             // Postgres refuses a NUL character in text (22021, "invalid byte sequence") and in
             // jsonb (22P05, "unsupported Unicode escape sequence"). JSON and URLs can carry one, so
             // it is the client's input, wherever it went: a 400 saying so, not a 500.
@@ -187,7 +196,7 @@ impl From<sqlx::Error> for ApiError {
                     retry_after_secs: 5,
                 }
             }
-            other => ApiError::Internal(other.into()),
+            _ => ApiError::Internal(e.into()),
         }
     }
 }

@@ -990,3 +990,92 @@ async fn every_secured_endpoint_refuses_missing_malformed_unknown_revoked_and_ex
     assert!(checked >= 5 * 30, "only {checked} requests checked");
     app.shutdown().await;
 }
+
+/// Key lookups of this test's database that are waiting on a lock (the `LOCK TABLE` below).
+async fn blocked_key_lookups(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%WHERE key_hash = $1%'",
+    )
+    .bind(&app.db.name)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+/// Holds `api_keys` locked against every reader until the returned transaction ends, so a key
+/// lookup that reaches Postgres waits and shows in `pg_stat_activity`.
+async fn lock_api_keys(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Once a cached key passes the TTL, requests keep being answered from the entry while one query
+/// refreshes it: with that query held on a lock, twenty concurrent requests all answer (none
+/// waits on Postgres) and only one lookup reaches it. Before, each request past the TTL queried
+/// Postgres itself and waited.
+#[tokio::test]
+async fn a_stale_key_is_refreshed_by_one_query_while_requests_are_answered_from_the_cache() {
+    let app = TestApp::spawn().await;
+    let (_, secret) = mint(&app, json!({"name": "busy", "permissions": ["read"]})).await;
+    let call = || app.call(Method::GET, "/api/errors", &secret, None);
+    assert_eq!(call().await.status(), 200, "cached");
+    tokio::time::sleep(app.settings.key_cache_ttl + Duration::from_millis(100)).await;
+
+    let lock = lock_api_keys(&app).await;
+    let answers = tokio::time::timeout(
+        Duration::from_secs(3),
+        futures_util::future::join_all((0..20).map(|_| call())),
+    )
+    .await
+    .expect("requests past the TTL waited on Postgres");
+    assert!(answers.iter().all(|r| r.status() == 200));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while blocked_key_lookups(&app).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More requests while the refresh waits: still answered, still one query.
+    for _ in 0..5 {
+        assert_eq!(call().await.status(), 200);
+    }
+    assert_eq!(blocked_key_lookups(&app).await, 1);
+    lock.rollback().await.unwrap();
+    assert_eq!(call().await.status(), 200);
+    app.shutdown().await;
+}
+
+/// A key not cached yet, asked for by many requests at once (an instance restarted under load):
+/// one query, all requests answered by it.
+#[tokio::test]
+async fn concurrent_requests_for_an_uncached_key_share_one_query() {
+    let app = TestApp::spawn().await;
+    let (_, secret) = mint(&app, json!({"name": "new", "permissions": ["read"]})).await;
+    let lock = lock_api_keys(&app).await;
+    let requests = tokio::spawn({
+        let client = app.client.clone();
+        let url = format!("{}/api/errors", app.addr);
+        let secret = secret.clone();
+        async move {
+            let all = (0..20).map(|_| client.get(&url).header("x-api-key", &secret).send());
+            futures_util::future::join_all(all).await
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while blocked_key_lookups(&app).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no lookup started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Time for the other nineteen to have queried, had they been going to.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(blocked_key_lookups(&app).await, 1);
+    assert!(!requests.is_finished(), "answered before the key was read");
+    lock.rollback().await.unwrap();
+    let answers = requests.await.unwrap();
+    assert!(answers.into_iter().all(|r| r.unwrap().status() == 200));
+    app.shutdown().await;
+}
