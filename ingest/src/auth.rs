@@ -139,7 +139,12 @@ impl KeyCache {
         let now = Instant::now();
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         match fetched {
-            Ok(record) => self.store(&mut entries, hash, record.map(Arc::new), now),
+            // Unless the entry was forgotten meanwhile (the key revoked here while the query ran,
+            // which may have read it before the revocation): then the next request reads it anew.
+            Ok(record) if entries.contains_key(&hash) => {
+                self.store(&mut entries, hash, record.map(Arc::new), now)
+            }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "Key lookup failed; using the cached entry.");
                 // The entry may have been forgotten (revoked) meanwhile: then nothing to mark.
