@@ -47,7 +47,7 @@ struct Entry {
     refresh: Refresh,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Refresh {
     Idle,
     Running,
@@ -61,6 +61,17 @@ impl Entry {
         } else {
             NEGATIVE_TTL
         }
+    }
+
+    /// Past its TTL (`positive` for a known key), with no refresh running and none failed within
+    /// [`RETRY_AFTER_FAILURE`]: the request that sees this starts one.
+    fn needs_refresh(&self, positive: Duration, now: Instant) -> bool {
+        now.duration_since(self.fetched) >= self.ttl(positive)
+            && match self.refresh {
+                Refresh::Idle => true,
+                Refresh::Running => false,
+                Refresh::FailedAt(at) => now.duration_since(at) >= RETRY_AFTER_FAILURE,
+            }
     }
 }
 
@@ -102,7 +113,7 @@ impl KeyCache {
         {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = entries.get(&hash)
-                && (now.duration_since(e.fetched) < e.ttl(self.ttl) || !self.due(e.refresh, now))
+                && !e.needs_refresh(self.ttl, now)
             {
                 return Ok(e.record.clone());
             }
@@ -112,7 +123,7 @@ impl KeyCache {
             if let Some(e) = entries.get_mut(&hash) {
                 let record = e.record.clone();
                 // Checked again under the write lock: another request may have started it.
-                if now.duration_since(e.fetched) >= e.ttl(self.ttl) && self.due(e.refresh, now) {
+                if e.needs_refresh(self.ttl, now) {
                     e.refresh = Refresh::Running;
                     let cache = self.clone();
                     tokio::spawn(async move { cache.refresh(hash).await });
@@ -121,15 +132,6 @@ impl KeyCache {
             }
         }
         self.load(hash).await
-    }
-
-    /// Whether a stale entry may start a refresh now.
-    fn due(&self, refresh: Refresh, now: Instant) -> bool {
-        match refresh {
-            Refresh::Idle => true,
-            Refresh::Running => false,
-            Refresh::FailedAt(at) => now.duration_since(at) >= RETRY_AFTER_FAILURE,
-        }
     }
 
     /// Replaces a stale entry with what Postgres holds now; on failure keeps it, marked so the
