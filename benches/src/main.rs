@@ -9,8 +9,10 @@
 //! - `drain`: polls the project's Postgres count until it equals what ingest accepted.
 //! - `stack`: `--stack` runs its own ingest and worker on a fresh database and queue prefix.
 //! - `sysstat`: CPU time per process family and peak RSS, read from `/proc`.
+//! - `disk`: the disk's own sync latency beside the load (`--disk-check` measures it alone).
 //! - `report`: the JSON line and the human summary.
 
+mod disk;
 mod drain;
 mod load;
 mod payload;
@@ -19,6 +21,7 @@ mod stack;
 mod sysstat;
 mod wire;
 
+use anyhow::Context;
 use clap::Parser;
 use std::time::Duration;
 
@@ -96,6 +99,16 @@ pub struct Args {
     /// per-minute rows), to show whether the cost of a batch grows with what is already stored.
     #[arg(long, env = "LOADGEN_SEED_GROUPS", default_value_t = 0)]
     pub seed_groups: u64,
+    /// Directory whose filesystem the disk probe syncs on (default: --log-dir). Point it at the
+    /// broker's data directory (e.g. /var/lib/rabbitmq) when that is another disk.
+    #[arg(long, env = "LOADGEN_DISK_PROBE_DIR")]
+    pub disk_probe_dir: Option<String>,
+    /// Milliseconds between the disk probe's syncs during the load; 0 turns the probe off.
+    #[arg(long, env = "LOADGEN_DISK_PROBE_INTERVAL_MS", default_value_t = 10)]
+    pub disk_probe_interval_ms: u64,
+    /// Measure only the disk, for this many seconds, and print its report (no load, no services).
+    #[arg(long, env = "LOADGEN_DISK_CHECK")]
+    pub disk_check: Option<f64>,
 }
 
 impl Args {
@@ -111,11 +124,29 @@ impl Args {
         if let Some(rate) = self.rate {
             anyhow::ensure!(rate > 0.0, "--rate must be positive");
         }
+        if let Some(secs) = self.disk_check {
+            anyhow::ensure!(secs > 0.0, "--disk-check must be positive");
+            anyhow::ensure!(
+                self.disk_probe_interval_ms > 0,
+                "--disk-check needs --disk-probe-interval-ms above 0"
+            );
+        }
         Ok(())
     }
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.drain_timeout)
+    }
+
+    /// Where and how often the disk probe syncs, if it runs.
+    pub fn disk_probe(&self) -> Option<(std::path::PathBuf, Duration)> {
+        (self.disk_probe_interval_ms > 0).then(|| {
+            let dir = self.disk_probe_dir.as_deref().unwrap_or(&self.log_dir);
+            (
+                dir.into(),
+                Duration::from_millis(self.disk_probe_interval_ms),
+            )
+        })
     }
 }
 
@@ -123,6 +154,15 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
+    if let Some(secs) = args.disk_check {
+        let (dir, interval) = args.disk_probe().context("the disk probe is off")?;
+        let probe = disk::Probe::start(&dir, interval)?;
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        let report = probe.finish()?;
+        println!("{}", serde_json::to_string(&report)?);
+        eprintln!("{}", report.summary());
+        return Ok(());
+    }
     let result = if args.stack {
         stack::run(&args).await?
     } else {

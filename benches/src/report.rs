@@ -3,6 +3,7 @@
 
 use crate::{
     Args,
+    disk::{self, DiskReport},
     drain::{Drain, Probe},
     load::{self, Plan},
     payload::Payloads,
@@ -77,6 +78,8 @@ pub struct RunResult {
     pub latency: Latency,
     /// Largest latency (ms) of the requests due in each second of the load.
     pub max_latency_by_second_ms: Vec<f64>,
+    /// The disk's sync latency during the load (`None` with the probe off).
+    pub disk: Option<DiskReport>,
     pub drain: Option<Drain>,
     /// Accepted events over load time plus drain time: the rate Postgres actually kept up with.
     pub end_to_end_events_per_sec: Option<f64>,
@@ -131,9 +134,17 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
         payloads,
     };
     let loadavg_before = sysstat::loadavg();
+    let disk_probe = match args.disk_probe() {
+        Some((dir, interval)) => Some(
+            disk::Probe::start(&dir, interval)
+                .with_context(|| format!("starting the disk probe in {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let cpu0 = CpuSnapshot::take();
     let out = load::run(plan).await;
     let cpu1 = CpuSnapshot::take();
+    let disk = disk_probe.map(disk::Probe::finish).transpose()?;
     let load_secs = out.elapsed.as_secs_f64();
     let drain = match &probe {
         Some(p) => Some(p.wait(out.events_accepted, args.drain_timeout()).await?),
@@ -184,6 +195,7 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
         accepted_events_per_sec: (out.events_accepted as f64 / load_secs).floor(),
         latency,
         max_latency_by_second_ms: out.per_second.iter().map(|&(_, m)| ms(m)).collect(),
+        disk,
         drain,
         end_to_end_events_per_sec: end_to_end.map(f64::floor),
         cpu_during_load: cpu0.until(&cpu1, load_secs),
@@ -263,6 +275,15 @@ pub fn human(r: &RunResult) -> String {
         .map(|m| format!("{m:.0}"))
         .collect();
     let _ = writeln!(s, "  max latency per second (ms): {}", by_second.join(" "));
+    if let Some(d) = &r.disk {
+        let _ = writeln!(s, "  {}", d.summary());
+        let (slow, explained) = d.slow_seconds_explained(&r.max_latency_by_second_ms);
+        let _ = writeln!(
+            s,
+            "  seconds with a request over {} ms: {slow}, of which {explained} had a disk stall in that second or the one before",
+            disk::STALL_MS
+        );
+    }
     match &r.drain {
         Some(d) => match d.ms {
             Some(ms) => {
