@@ -252,9 +252,10 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// Longest a partial batch waits for more events before it is written. Each transaction
     /// rewrites every group, activity and rollup row its events touch once, whatever its size, so
-    /// under load a longer wait buys fewer row writes per event: 200 ms rather than 50 ms cut
-    /// Postgres's CPU per event by a third where commits are quick (benches/RESULTS.md, fourteenth
-    /// session). It is also the most a lone event waits before it is written.
+    /// under load a longer wait buys fewer row writes per event: 400 ms rather than 50 ms cut
+    /// Postgres's CPU per event by a fifth to a half (the more, the quicker commits are;
+    /// benches/RESULTS.md, fourteenth session). It is also the most a lone event waits before it
+    /// is written.
     pub batch_wait: Duration,
     /// Unacknowledged broker messages in hand at once (each may carry many events). The batches
     /// in hand share it (those committing and the one being gathered), each taking an equal part. It
@@ -284,7 +285,7 @@ impl WorkerSettings {
             services: ServiceUrls::from_env()?,
             port: parse_or("WORKER_PORT", 8081)?,
             batch_size: parse_or("WORKER_BATCH_SIZE", 5000)?,
-            batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 200)?),
+            batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 400)?),
             prefetch: parse_or("WORKER_PREFETCH", 1024)?,
             prefetch_bytes: parse_or("WORKER_PREFETCH_BYTES", 24 * 1024 * 1024)?,
             commit_concurrency: parse_or("WORKER_COMMIT_CONCURRENCY", 2)?,
