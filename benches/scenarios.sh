@@ -33,6 +33,13 @@ scenario() {
 
 run() {
   case "$1" in
+    # The disk alone, idle: how long its syncs stall with nothing else running (the floor under
+    # every latency figure; benches/README.md, "Disk").
+    disk)
+      printf '== disk: --disk-check 30\n' | tee -a "$OUT.txt"
+      "$BIN_DIR/loadgen" --disk-check 30 --log-dir "$ROOT/target/bench-logs" \
+        2> >(tee -a "$OUT.txt" >&2) | sed 's/^{/{"scenario":"disk",/' | tee -a "$OUT"
+      ;;
     latency-5k) scenario "$1" "${COMMON[@]}" "${OPEN[@]}" --rate 5000 --duration 30 ;;
     latency-10k) scenario "$1" "${COMMON[@]}" "${OPEN[@]}" --rate 10000 --duration 30 ;;
     max-60s) scenario "$1" "${COMMON[@]}" "${MAX[@]}" --duration 60 ;;
@@ -48,6 +55,6 @@ run() {
 }
 
 if [ "$#" -eq 0 ]; then
-  set -- latency-5k latency-10k max-60s storm batch history-1m
+  set -- disk latency-5k latency-10k max-60s storm batch history-1m
 fi
 for s in "$@"; do run "$s"; done
