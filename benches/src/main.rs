@@ -99,8 +99,10 @@ pub struct Args {
     /// per-minute rows), to show whether the cost of a batch grows with what is already stored.
     #[arg(long, env = "LOADGEN_SEED_GROUPS", default_value_t = 0)]
     pub seed_groups: u64,
-    /// Directory whose filesystem the disk probe syncs on (default: --log-dir). Point it at the
-    /// broker's data directory (e.g. /var/lib/rabbitmq) when that is another disk.
+    /// Directory whose filesystem the disk probe syncs on. Default with --stack and for
+    /// --disk-check: --log-dir; without them the probe runs only when this is given (the broker
+    /// of a remote ingest is on another machine's disk). Point it at the broker's data directory
+    /// (e.g. /var/lib/rabbitmq) when that is another disk.
     #[arg(long, env = "LOADGEN_DISK_PROBE_DIR")]
     pub disk_probe_dir: Option<String>,
     /// Milliseconds between the disk probe's syncs during the load; 0 turns the probe off.
@@ -138,10 +140,14 @@ impl Args {
         Duration::from_secs_f64(self.drain_timeout)
     }
 
-    /// Where and how often the disk probe syncs, if it runs.
+    /// Where and how often the disk probe syncs beside a load, if it runs there.
     pub fn disk_probe(&self) -> Option<(std::path::PathBuf, Duration)> {
+        let dir = match &self.disk_probe_dir {
+            Some(dir) => dir,
+            None if self.stack || self.disk_check.is_some() => &self.log_dir,
+            None => return None,
+        };
         (self.disk_probe_interval_ms > 0).then(|| {
-            let dir = self.disk_probe_dir.as_deref().unwrap_or(&self.log_dir);
             (
                 dir.into(),
                 Duration::from_millis(self.disk_probe_interval_ms),
@@ -171,4 +177,40 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&result)?);
     eprintln!("{}", report::human(&result));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe_dir(argv: &[&str]) -> Option<String> {
+        let args = Args::try_parse_from(std::iter::once("loadgen").chain(argv.iter().copied()))
+            .expect("arguments parse");
+        args.disk_probe().map(|(dir, _)| dir.display().to_string())
+    }
+
+    #[test]
+    fn the_disk_probe_runs_where_the_broker_is_local_or_a_directory_is_named() {
+        assert_eq!(
+            probe_dir(&[]),
+            None,
+            "a remote ingest's broker is not on this disk"
+        );
+        assert_eq!(
+            probe_dir(&["--stack", "--log-dir", "/l"]).as_deref(),
+            Some("/l")
+        );
+        assert_eq!(
+            probe_dir(&["--disk-check", "5", "--log-dir", "/l"]).as_deref(),
+            Some("/l")
+        );
+        assert_eq!(
+            probe_dir(&["--disk-probe-dir", "/var/lib/rabbitmq"]).as_deref(),
+            Some("/var/lib/rabbitmq")
+        );
+        assert_eq!(
+            probe_dir(&["--stack", "--disk-probe-interval-ms", "0"]),
+            None
+        );
+    }
 }

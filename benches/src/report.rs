@@ -144,7 +144,12 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
     let cpu0 = CpuSnapshot::take();
     let out = load::run(plan).await;
     let cpu1 = CpuSnapshot::take();
-    let disk = disk_probe.map(disk::Probe::finish).transpose()?;
+    // A probe that failed (a full disk, say) costs its own figures, not the load's.
+    let disk = disk_probe.and_then(|p| {
+        p.finish()
+            .inspect_err(|e| eprintln!("loadgen: the disk probe failed: {e}"))
+            .ok()
+    });
     let load_secs = out.elapsed.as_secs_f64();
     let drain = match &probe {
         Some(p) => Some(p.wait(out.events_accepted, args.drain_timeout()).await?),
