@@ -10,7 +10,7 @@
 //! latency and their maximum in each second since the probe started (aligned with the load's own
 //! per-second maxima, which start with it).
 
-use hdrhistogram::Histogram;
+use crate::{load::new_histogram, report::ms};
 use serde::Serialize;
 use std::{
     fs::{File, OpenOptions},
@@ -51,8 +51,7 @@ pub struct DiskReport {
 impl DiskReport {
     /// The report of syncs given as `(second since start, microseconds)`.
     pub fn from_samples(dir: &str, interval: Duration, samples: &[(usize, u64)]) -> Self {
-        let mut histogram =
-            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid");
+        let mut histogram = new_histogram();
         let mut by_second: Vec<u64> = Vec::new();
         for &(second, micros) in samples {
             histogram.saturating_record(micros.max(1));
@@ -61,7 +60,6 @@ impl DiskReport {
             }
             by_second[second] = by_second[second].max(micros);
         }
-        let ms = |micros: u64| micros as f64 / 1000.0;
         let (p50, p99, max) = if samples.is_empty() {
             (0.0, 0.0, 0.0)
         } else {
@@ -93,14 +91,14 @@ impl DiskReport {
                 .get(second)
                 .is_some_and(|&m| m > STALL_MS)
         };
-        let slow: Vec<usize> = (0..request_max_ms.len())
-            .filter(|&s| request_max_ms[s] > STALL_MS)
-            .collect();
-        let explained = slow
+        let slow = request_max_ms
             .iter()
-            .filter(|&&s| stalled(s) || (s > 0 && stalled(s - 1)))
-            .count();
-        (slow.len(), explained)
+            .enumerate()
+            .filter(|&(_, &m)| m > STALL_MS);
+        slow.fold((0, 0), |(n, explained), (s, _)| {
+            let stall = stalled(s) || (s > 0 && stalled(s - 1));
+            (n + 1, explained + usize::from(stall))
+        })
     }
 
     /// One line for the human summary.

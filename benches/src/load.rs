@@ -103,7 +103,8 @@ impl Outcome {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// Microseconds, for latencies: the requests' here, the disk probe's syncs in `disk`.
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 µs to 10 min at 3 significant digits; values above saturate at the top.
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
 }

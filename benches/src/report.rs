@@ -101,7 +101,7 @@ fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
     Ok((host, uri.port_u16().unwrap_or(80)))
 }
 
-fn ms(micros: u64) -> f64 {
+pub(crate) fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
