@@ -171,8 +171,10 @@ key="$(printf '%s\n' "$key_out" | tail -n 1)"
 
 check_ports # again: the build may have taken minutes
 start ingest "$BIN_DIR/ingest"
-# One glibc malloc arena for the worker: less RSS for the same speed (benches/RESULTS.md, sixth session).
-MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-1}" start worker "$BIN_DIR/worker"
+# One glibc malloc arena for the worker, and blocks over 128 KiB given back to the system when freed:
+# less RSS for the same speed (benches/RESULTS.md, sixth and fifteenth sessions).
+MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-1}" MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}" \
+  start worker "$BIN_DIR/worker"
 start alerter "$BIN_DIR/alerter"
 
 if [ "$RUN_TAIL" = 1 ]; then

@@ -375,12 +375,18 @@ pub async fn run(args: &Args) -> anyhow::Result<crate::report::RunResult> {
         seed_history(&db_url, args.seed_groups).await?;
     }
 
-    // The worker runs as `make run` and compose run it: one glibc malloc arena (less RSS).
+    // The worker runs as `make run` and compose run it: one glibc malloc arena, and large blocks
+    // given back when freed (less RSS; README, "How events are processed").
     let mut worker_env = env.clone();
-    worker_env.push((
-        "MALLOC_ARENA_MAX",
-        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "1".to_string()),
-    ));
+    for (name, default) in [
+        ("MALLOC_ARENA_MAX", "1"),
+        ("MALLOC_MMAP_THRESHOLD_", "131072"),
+    ] {
+        worker_env.push((
+            name,
+            std::env::var(name).unwrap_or_else(|_| default.to_string()),
+        ));
+    }
     let mut worker = spawn(&bin_dir, "worker", &worker_env, &log_dir).await?;
     wait_healthy(&mut worker, worker_port).await?;
     let mut ingest = spawn(&bin_dir, "ingest", &env, &log_dir).await?;

@@ -249,6 +249,11 @@ pub struct WorkerSettings {
     /// Port of the worker's `/health` and `/metrics`.
     pub port: u16,
     /// Events per database transaction (upper bound; a batch closes earlier on `batch_wait`).
+    /// Only a backlog fills it (after a storm, or with batch requests), and then it sets how fast
+    /// the worker catches up: the transactions in flight take turns on the same group rows, so
+    /// the time they hold them is paid once per batch. 10,000 rather than 5,000 drained the batch
+    /// benchmark at 45,000–48,000 events/s instead of 27,000–28,000, in the worker's 150 MB with
+    /// `prefetch_bytes` at 36 MiB (benches/RESULTS.md, fifteenth session).
     pub batch_size: usize,
     /// Longest a partial batch waits for more events before it is written. Each transaction
     /// rewrites every group, activity and rollup row its events touch once, whatever its size, so
@@ -266,7 +271,9 @@ pub struct WorkerSettings {
     /// Bytes of unacknowledged deliveries the worker lets the broker hand it: the prefetch (in
     /// messages, at most `prefetch`) follows the message sizes seen (`worker::window`). With batch
     /// traffic a message holds tens of events, and `prefetch` of them would be tens of MB; while
-    /// messages are small (single events) the byte budget allows all of `prefetch`.
+    /// messages are small (single events) the byte budget allows all of `prefetch`. It bounds the
+    /// worker's memory: the batches in hand are at most this many bytes of messages, decoded.
+    /// Each of them takes a third, so 36 MiB lets a batch of 1 KB events reach `batch_size`.
     pub prefetch_bytes: usize,
     /// Batches written at once, each in its own transaction (acks stay in delivery order). One
     /// transaction uses at most one Postgres core; 2 suits a 2-core host.
@@ -284,10 +291,10 @@ impl WorkerSettings {
         Ok(Self {
             services: ServiceUrls::from_env()?,
             port: parse_or("WORKER_PORT", 8081)?,
-            batch_size: parse_or("WORKER_BATCH_SIZE", 5000)?,
+            batch_size: parse_or("WORKER_BATCH_SIZE", 10_000)?,
             batch_wait: Duration::from_millis(parse_or("WORKER_BATCH_WAIT_MS", 400)?),
             prefetch: parse_or("WORKER_PREFETCH", 1024)?,
-            prefetch_bytes: parse_or("WORKER_PREFETCH_BYTES", 24 * 1024 * 1024)?,
+            prefetch_bytes: parse_or("WORKER_PREFETCH_BYTES", 36 * 1024 * 1024)?,
             commit_concurrency: parse_or("WORKER_COMMIT_CONCURRENCY", 2)?,
             retention_days: parse_or("EVENT_RETENTION_DAYS", 30)?,
             retention_interval: Duration::from_secs(parse_or("RETENTION_INTERVAL_SECS", 300)?),

@@ -114,7 +114,7 @@ fn is_stored_id(e: &sqlx::Error) -> bool {
     })
 }
 
-/// An event's columns, in the order [`encode_copy_rows`] lays each row out and
+/// An event's columns, in the order [`CopyEncoder`] lays each row out and
 /// [`insert_events_skipping_stored`] binds its arrays (a macro, so both statements stay literals).
 macro_rules! event_columns {
     () => {
@@ -123,8 +123,13 @@ macro_rules! event_columns {
     };
 }
 
+/// Bytes of `COPY` data encoded and sent at a time. The rows are streamed in pieces of about this
+/// size instead of as one buffer: a batch of 10,000 events of 1 KB is ~11 MB, and one buffer
+/// would be held twice (encoded, and copied into the connection's write buffer, which keeps its
+/// capacity for the connection's life) for every transaction in flight.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+
 async fn copy_events(conn: &mut PgConnection, rows: &EventRows<'_>) -> Result<(), sqlx::Error> {
-    let data = encode_copy_rows(rows);
     let mut copy = conn
         .copy_in_raw(concat!(
             "COPY events (",
@@ -132,7 +137,13 @@ async fn copy_events(conn: &mut PgConnection, rows: &EventRows<'_>) -> Result<()
             ") FROM STDIN (FORMAT binary)"
         ))
         .await?;
-    copy.send(data).await?;
+    let mut encoder = CopyEncoder::new(rows);
+    let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+    while encoder.fill(&mut chunk, COPY_CHUNK_BYTES) {
+        copy.send(chunk.as_slice()).await?;
+        chunk.clear();
+    }
+    copy.send(chunk.as_slice()).await?;
     copy.finish().await?;
     Ok(())
 }
@@ -148,48 +159,75 @@ fn pg_micros(t: DateTime<Utc>) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-/// The rows in `COPY … (FORMAT binary)`: a header, then per row the field count and each field as
-/// its length and its bytes (-1 for NULL), then -1.
-fn encode_copy_rows(rows: &EventRows<'_>) -> Vec<u8> {
-    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
-        // No field comes near i32::MAX bytes: it came in a broker message, and RabbitMQ refuses
-        // messages over its max_message_size (128 MiB by default, 512 MiB at most).
-        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-        out.extend_from_slice(bytes);
-    }
-    fn optional(out: &mut Vec<u8>, value: Option<&str>) {
-        match value {
-            Some(v) => field(out, v.as_bytes()),
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+/// The rows in `COPY … (FORMAT binary)`, piece by piece: a header, then per row the field count
+/// and each field as its length and its bytes (-1 for NULL), then -1.
+struct CopyEncoder<'r, 'a> {
+    rows: &'r EventRows<'a>,
+    /// The next row to encode; the header goes before row 0.
+    next: usize,
+    started: bool,
+}
+
+impl<'r, 'a> CopyEncoder<'r, 'a> {
+    fn new(rows: &'r EventRows<'a>) -> Self {
+        Self {
+            rows,
+            next: 0,
+            started: false,
         }
     }
-    let s = &rows.sample;
-    let text: usize = s.message.iter().map(|m| m.len()).sum::<usize>()
-        + s.context.iter().flatten().map(|c| c.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(19 + 2 + text + rows.id.len() * 256);
-    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    out.extend_from_slice(&0i32.to_be_bytes()); // flags
-    out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-    for i in 0..rows.id.len() {
-        out.extend_from_slice(&15i16.to_be_bytes());
-        field(&mut out, rows.id[i].as_bytes());
-        field(&mut out, rows.project_id[i].as_bytes());
-        field(&mut out, rows.group_id[i].as_bytes());
-        field(&mut out, &pg_micros(rows.received_at[i]).to_be_bytes());
-        field(&mut out, s.level[i].as_bytes());
-        field(&mut out, s.message[i].as_bytes());
-        optional(&mut out, s.stack_trace[i]);
-        optional(&mut out, s.context[i]);
-        field(&mut out, s.source[i].as_bytes());
-        field(&mut out, s.environment[i].as_bytes());
-        optional(&mut out, s.url[i]);
-        optional(&mut out, s.user_agent[i]);
-        optional(&mut out, s.ip_address[i]);
-        optional(&mut out, s.release[i]);
-        optional(&mut out, rows.extra[i]);
+
+    /// Appends rows to `out` until it holds at least `limit` bytes or the rows run out (then the
+    /// trailer too). Returns whether anything is left to encode. Each call adds at least one row
+    /// and never splits one, so a piece may pass `limit` by one row.
+    fn fill(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
+        if !self.started {
+            self.started = true;
+            out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+            out.extend_from_slice(&0i32.to_be_bytes()); // flags
+            out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        }
+        let (rows, s) = (self.rows, &self.rows.sample);
+        while self.next < rows.id.len() {
+            let i = self.next;
+            self.next += 1;
+            out.extend_from_slice(&15i16.to_be_bytes());
+            field(out, rows.id[i].as_bytes());
+            field(out, rows.project_id[i].as_bytes());
+            field(out, rows.group_id[i].as_bytes());
+            field(out, &pg_micros(rows.received_at[i]).to_be_bytes());
+            field(out, s.level[i].as_bytes());
+            field(out, s.message[i].as_bytes());
+            optional(out, s.stack_trace[i]);
+            optional(out, s.context[i]);
+            field(out, s.source[i].as_bytes());
+            field(out, s.environment[i].as_bytes());
+            optional(out, s.url[i]);
+            optional(out, s.user_agent[i]);
+            optional(out, s.ip_address[i]);
+            optional(out, s.release[i]);
+            optional(out, rows.extra[i]);
+            if out.len() >= limit && self.next < rows.id.len() {
+                return true;
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        false
     }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out
+}
+
+fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+    // No field comes near i32::MAX bytes: it came in a broker message, and RabbitMQ refuses
+    // messages over its max_message_size (128 MiB by default, 512 MiB at most).
+    out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn optional(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(v) => field(out, v.as_bytes()),
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
 }
 
 /// Inserts events, skipping ids already stored; returns the ids that were new.
@@ -436,6 +474,63 @@ mod tests {
         );
     }
 
+    /// The pieces `CopyEncoder` gives with `limit`, joined, and how many there were.
+    fn encode_all(rows: &EventRows<'_>, limit: usize) -> Vec<u8> {
+        let mut encoder = CopyEncoder::new(rows);
+        let (mut out, mut piece) = (Vec::new(), Vec::new());
+        while encoder.fill(&mut piece, limit) {
+            assert!(!piece.is_empty(), "a piece that is not the last holds rows");
+            out.append(&mut piece);
+        }
+        out.append(&mut piece);
+        out
+    }
+
+    #[test]
+    fn copy_rows_in_pieces_join_up_to_the_whole() {
+        let mut rows = EventRows::default();
+        let messages: Vec<String> = (0..50).map(|i| "m".repeat(i * 7)).collect();
+        for (i, m) in messages.iter().enumerate() {
+            rows.id.push(Uuid::from_u128(i as u128));
+            rows.project_id.push(Uuid::from_u128(1));
+            rows.group_id.push(Uuid::from_u128(2));
+            rows.received_at
+                .push(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+            let s = &mut rows.sample;
+            s.level.push("error");
+            s.message.push(m);
+            s.stack_trace.push((i % 2 == 0).then_some("at f"));
+            s.context.push(None);
+            s.source.push("api");
+            s.environment.push("prod");
+            s.url.push(None);
+            s.user_agent.push(None);
+            s.ip_address.push(None);
+            s.release.push(Some("1.0"));
+            rows.extra.push(None);
+        }
+        let whole = encode_all(&rows, usize::MAX);
+        assert_eq!(&whole[..11], b"PGCOPY\n\xff\r\n\0");
+        assert_eq!(&whole[whole.len() - 2..], &[0xff, 0xff]);
+        for limit in [0, 1, 100, 1000, whole.len() - 1, whole.len()] {
+            assert_eq!(encode_all(&rows, limit), whole, "pieces of {limit} bytes");
+        }
+        // With a small limit every piece but the last ends after the row that passed it.
+        let mut encoder = CopyEncoder::new(&rows);
+        let mut pieces = 0;
+        let mut piece = Vec::new();
+        while encoder.fill(&mut piece, 1000) {
+            assert!(
+                piece.len() >= 1000 && piece.len() < 1000 + 600,
+                "{}",
+                piece.len()
+            );
+            piece.clear();
+            pieces += 1;
+        }
+        assert!(pieces > 5, "{pieces} pieces");
+    }
+
     #[test]
     fn copy_rows_are_laid_out_as_postgres_binary_format() {
         let mut rows = EventRows::default();
@@ -456,7 +551,7 @@ mod tests {
         s.ip_address.push(None);
         s.release.push(None);
         rows.extra.push(None);
-        let out = encode_copy_rows(&rows);
+        let out = encode_all(&rows, usize::MAX);
         let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\0\x0f".to_vec();
         for id in 1u128..=3 {
             expected.extend_from_slice(&[0, 0, 0, 16]);

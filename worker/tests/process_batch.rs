@@ -390,3 +390,40 @@ async fn every_field_of_an_event_is_stored_as_sent_and_a_batch_with_stored_ids_c
     assert_eq!(counted(&db.pool).await, 5);
     assert_eq!(rollup_total(&db.pool).await, 5);
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_one_copy_piece_is_stored_whole_and_once() {
+    let db = TestDb::new().await;
+    // 800 events of ~1.1 KB: the COPY goes out in several pieces of 256 KiB.
+    let pad = "x".repeat(1024);
+    let events: Vec<_> = (0..800)
+        .map(|i| {
+            let mut e = event(TEMPLATES[i % 10]);
+            e.context = Some(serde_json::json!({ "pad": pad, "i": i }));
+            e
+        })
+        .collect();
+    let every_other: Vec<_> = events.iter().step_by(2).cloned().collect();
+    let first = process_batch(&db.pool, &stored(&every_other))
+        .await
+        .unwrap();
+    assert_eq!((first.inserted, first.duplicates), (400, 0));
+    // Now all of them: the stored half sits in every piece, so the COPY fails part way and the
+    // batch goes in again skipping them.
+    let all = process_batch(&db.pool, &stored(&events)).await.unwrap();
+    assert_eq!((all.inserted, all.duplicates), (400, 400));
+    assert_eq!(counted(&db.pool).await, 800);
+    assert_eq!(stored_events(&db.pool).await, 800);
+    assert_eq!(rollup_total(&db.pool).await, 800);
+    let (intact, sum_i): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE context::jsonb ->> 'pad' = $1),
+                sum((context::jsonb ->> 'i')::bigint)::bigint
+         FROM events",
+    )
+    .bind(&pad)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((intact, sum_i), (800, (0..800).sum::<i64>()));
+    assert_activity_matches_groups(&db.pool, 10).await;
+}
