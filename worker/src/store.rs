@@ -474,7 +474,36 @@ mod tests {
         );
     }
 
-    /// The pieces `CopyEncoder` gives with `limit`, joined, and how many there were.
+    /// Adds a row of project 2, group 3, level `error`, source `api`, environment `prod`, without
+    /// url, user agent, ip address or extra.
+    fn push_row<'a>(
+        rows: &mut EventRows<'a>,
+        id: u128,
+        at: DateTime<Utc>,
+        message: &'a str,
+        stack_trace: Option<&'a str>,
+        context: Option<&'a str>,
+        release: Option<&'a str>,
+    ) {
+        rows.id.push(Uuid::from_u128(id));
+        rows.project_id.push(Uuid::from_u128(2));
+        rows.group_id.push(Uuid::from_u128(3));
+        rows.received_at.push(at);
+        let s = &mut rows.sample;
+        s.level.push("error");
+        s.message.push(message);
+        s.stack_trace.push(stack_trace);
+        s.context.push(context);
+        s.source.push("api");
+        s.environment.push("prod");
+        s.url.push(None);
+        s.user_agent.push(None);
+        s.ip_address.push(None);
+        s.release.push(release);
+        rows.extra.push(None);
+    }
+
+    /// The pieces `CopyEncoder` gives with `limit`, joined.
     fn encode_all(rows: &EventRows<'_>, limit: usize) -> Vec<u8> {
         let mut encoder = CopyEncoder::new(rows);
         let (mut out, mut piece) = (Vec::new(), Vec::new());
@@ -490,24 +519,10 @@ mod tests {
     fn copy_rows_in_pieces_join_up_to_the_whole() {
         let mut rows = EventRows::default();
         let messages: Vec<String> = (0..50).map(|i| "m".repeat(i * 7)).collect();
+        let at = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
         for (i, m) in messages.iter().enumerate() {
-            rows.id.push(Uuid::from_u128(i as u128));
-            rows.project_id.push(Uuid::from_u128(1));
-            rows.group_id.push(Uuid::from_u128(2));
-            rows.received_at
-                .push(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
-            let s = &mut rows.sample;
-            s.level.push("error");
-            s.message.push(m);
-            s.stack_trace.push((i % 2 == 0).then_some("at f"));
-            s.context.push(None);
-            s.source.push("api");
-            s.environment.push("prod");
-            s.url.push(None);
-            s.user_agent.push(None);
-            s.ip_address.push(None);
-            s.release.push(Some("1.0"));
-            rows.extra.push(None);
+            let stack_trace = (i % 2 == 0).then_some("at f");
+            push_row(&mut rows, i as u128, at, m, stack_trace, None, Some("1.0"));
         }
         let whole = encode_all(&rows, usize::MAX);
         assert_eq!(&whole[..11], b"PGCOPY\n\xff\r\n\0");
@@ -534,23 +549,8 @@ mod tests {
     #[test]
     fn copy_rows_are_laid_out_as_postgres_binary_format() {
         let mut rows = EventRows::default();
-        rows.id.push(Uuid::from_u128(1));
-        rows.project_id.push(Uuid::from_u128(2));
-        rows.group_id.push(Uuid::from_u128(3));
-        rows.received_at
-            .push(Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 1).unwrap());
-        let s = &mut rows.sample;
-        s.level.push("error");
-        s.message.push("boom");
-        s.stack_trace.push(None);
-        s.context.push(Some("{}"));
-        s.source.push("api");
-        s.environment.push("prod");
-        s.url.push(None);
-        s.user_agent.push(None);
-        s.ip_address.push(None);
-        s.release.push(None);
-        rows.extra.push(None);
+        let at = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 1).unwrap();
+        push_row(&mut rows, 1, at, "boom", None, Some("{}"), None);
         let out = encode_all(&rows, usize::MAX);
         let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\0\x0f".to_vec();
         for id in 1u128..=3 {
