@@ -250,10 +250,11 @@ pub struct WorkerSettings {
     pub port: u16,
     /// Events per database transaction (upper bound; a batch closes earlier on `batch_wait`).
     /// Only a backlog fills it (after a storm, or with batch requests), and then it sets how fast
-    /// the worker catches up: the transactions in flight take turns on the same group rows, so
-    /// the time they hold them is paid once per batch. 10,000 rather than 5,000 drained the batch
-    /// benchmark at 45,000–48,000 events/s instead of 27,000–28,000, in the worker's 150 MB with
-    /// `prefetch_bytes` at 36 MiB (benches/RESULTS.md, fifteenth session).
+    /// the worker catches up: a transaction writes each group, activity and rollup row its events
+    /// touch once, and costs the same round trips, whatever its size. 10,000 rather than 5,000
+    /// halved Postgres's CPU per event and drained the batch
+    /// benchmark at 46,589–50,541 events/s instead of 27,487–30,676 (interleaved runs), in the
+    /// worker's 150 MB with `prefetch_bytes` at 36 MiB (benches/RESULTS.md, fifteenth session).
     pub batch_size: usize,
     /// Longest a partial batch waits for more events before it is written. Each transaction
     /// rewrites every group, activity and rollup row its events touch once, whatever its size, so
