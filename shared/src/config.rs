@@ -252,9 +252,9 @@ pub struct WorkerSettings {
     /// Only a backlog fills it (after a storm, or with batch requests), and then it sets how fast
     /// the worker catches up: a transaction writes each group, activity and rollup row its events
     /// touch once, and costs the same round trips, whatever its size. 10,000 rather than 5,000
-    /// halved Postgres's CPU per event and drained the batch
-    /// benchmark at 46,589–50,541 events/s instead of 27,487–30,676 (interleaved runs), in the
-    /// worker's 150 MB with `prefetch_bytes` at 36 MiB (benches/RESULTS.md, fifteenth session).
+    /// halved Postgres's CPU per event in the batch benchmark and drained it at 46,589–50,541
+    /// events/s instead of 27,487–30,676 (interleaved runs), within the worker's 150 MB with
+    /// `prefetch_bytes` at 36 MiB (benches/RESULTS.md, fifteenth session).
     pub batch_size: usize,
     /// Longest a partial batch waits for more events before it is written. Each transaction
     /// rewrites every group, activity and rollup row its events touch once, whatever its size, so
