@@ -10,7 +10,10 @@
 //! latency and their maximum in each second since the probe started (aligned with the load's own
 //! per-second maxima, which start with it).
 
-use crate::{load::new_histogram, report::ms};
+use crate::{
+    load::new_histogram,
+    report::{ms, whole_ms},
+};
 use serde::Serialize;
 use std::{
     fs::{File, OpenOptions},
@@ -103,11 +106,6 @@ impl DiskReport {
 
     /// One line for the human summary.
     pub fn summary(&self) -> String {
-        let by_second: Vec<String> = self
-            .max_by_second_ms
-            .iter()
-            .map(|m| format!("{m:.0}"))
-            .collect();
         format!(
             "disk: {} syncs of 4 KiB (fdatasync, every {} ms, in {}): p50 {:.3} ms  p99 {:.3}  max {:.3}; \
              seconds with a sync over {STALL_MS} ms: {} of {}\n  slowest sync per second (ms): {}",
@@ -119,7 +117,7 @@ impl DiskReport {
             self.max_ms,
             self.stalled_seconds,
             self.max_by_second_ms.len(),
-            by_second.join(" ")
+            whole_ms(&self.max_by_second_ms)
         )
     }
 }

@@ -105,6 +105,13 @@ pub(crate) fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
+/// Per-second maxima as whole milliseconds, space-separated: the requests' and the disk's lines
+/// of the summary, printed alike so they can be read one above the other.
+pub(crate) fn whole_ms(per_second: &[f64]) -> String {
+    let whole: Vec<String> = per_second.iter().map(|m| format!("{m:.0}")).collect();
+    whole.join(" ")
+}
+
 /// Runs the load described by `args` against `args.url` with `args.key`, then the drain if a
 /// database and project are known.
 pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Result<RunResult> {
@@ -274,12 +281,11 @@ pub fn human(r: &RunResult) -> String {
         "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}  mean {:.3}",
         l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
     );
-    let by_second: Vec<String> = r
-        .max_latency_by_second_ms
-        .iter()
-        .map(|m| format!("{m:.0}"))
-        .collect();
-    let _ = writeln!(s, "  max latency per second (ms): {}", by_second.join(" "));
+    let _ = writeln!(
+        s,
+        "  max latency per second (ms): {}",
+        whole_ms(&r.max_latency_by_second_ms)
+    );
     if let Some(d) = &r.disk {
         let _ = writeln!(s, "  {}", d.summary());
         let (slow, explained) = d.slow_seconds_explained(&r.max_latency_by_second_ms);

@@ -165,24 +165,20 @@ struct CopyEncoder<'r, 'a> {
     rows: &'r EventRows<'a>,
     /// The next row to encode; the header goes before row 0.
     next: usize,
-    started: bool,
 }
 
 impl<'r, 'a> CopyEncoder<'r, 'a> {
     fn new(rows: &'r EventRows<'a>) -> Self {
-        Self {
-            rows,
-            next: 0,
-            started: false,
-        }
+        Self { rows, next: 0 }
     }
 
     /// Appends rows to `out` until it holds at least `limit` bytes or the rows run out (then the
     /// trailer too). Returns whether anything is left to encode. Each call adds at least one row
-    /// and never splits one, so a piece may pass `limit` by one row.
+    /// and never splits one, so a piece may pass `limit` by one row; once it returned `false` it
+    /// must not be called again.
     fn fill(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
-        if !self.started {
-            self.started = true;
+        // Every call adds a row, so only the first starts at row 0.
+        if self.next == 0 {
             out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
             out.extend_from_slice(&0i32.to_be_bytes()); // flags
             out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
