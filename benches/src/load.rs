@@ -47,6 +47,10 @@ pub struct Outcome {
     pub statuses: BTreeMap<String, u64>,
     /// Latency of every answered request, in microseconds.
     pub latency: Histogram<u64>,
+    /// Open loop: how long after its due time each request was taken up by a connection, in
+    /// microseconds. A request waits here when every connection is busy with an earlier one, so
+    /// its latency then includes the generator's own queue, not only the server's answer.
+    pub start_delay: Histogram<u64>,
     /// From the first due time to the last answer.
     pub elapsed: Duration,
     /// First few distinct error descriptions, to say why requests failed.
@@ -65,6 +69,7 @@ impl Outcome {
             events_rejected: 0,
             statuses: BTreeMap::new(),
             latency: new_histogram(),
+            start_delay: new_histogram(),
             elapsed: Duration::ZERO,
             sample_errors: Vec::new(),
             per_second: Vec::new(),
@@ -81,6 +86,7 @@ impl Outcome {
         }
         // Both histograms have the same bounds and saturate, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.start_delay.add(&other.start_delay);
         if self.per_second.len() < other.per_second.len() {
             self.per_second.resize(other.per_second.len(), (0, 0));
         }
@@ -157,6 +163,8 @@ async fn connection(
                     break;
                 }
                 tokio::time::sleep_until(due).await;
+                let late = due.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                out.start_delay.saturating_record(late.max(1));
                 due
             }
             None => {

@@ -10,6 +10,7 @@ use crate::{
     sysstat::{self, CpuSnapshot, CpuUse, Memory},
 };
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
@@ -22,6 +23,105 @@ pub struct Latency {
     pub max_ms: f64,
     pub mean_ms: f64,
 }
+
+/// How long after their due time requests were taken up by a connection (open loop only). When
+/// every connection is busy with an earlier request, the next one waits in the generator, and
+/// its latency measures the generator's pool as much as the server: with 64 connections and
+/// ~6 ms answers the pool tops out near 10,000 requests/s, so a short stall of the server left
+/// the schedule behind for the rest of the run (benches/RESULTS.md, 2026-12-07).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StartDelay {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Share of requests taken up more than [`LATE_MS`] after their due time.
+    pub late_share: f64,
+}
+
+/// Lateness that counts as waiting for a connection: tokio's timer fires on whole milliseconds,
+/// so up to about one millisecond late is the timer's own.
+pub const LATE_MS: u64 = 2;
+
+impl StartDelay {
+    /// `None` when no request was scheduled (closed loop).
+    pub fn of(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        let over = LATE_MS * 1000 + 1;
+        let late = if h.max() >= over {
+            h.count_between(over, h.max())
+        } else {
+            0
+        };
+        Some(StartDelay {
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+            late_share: late as f64 / h.len() as f64,
+        })
+    }
+
+    /// The summary's line, and a warning when more than 1 % of requests waited for a connection.
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "start delay (due time to a connection taking the request) ms: p50 {:.3}  p99 {:.3}  max {:.3}; {:.2} % started over {LATE_MS} ms late",
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.late_share * 100.0
+        );
+        if self.late_share > 0.01 {
+            let _ = write!(
+                s,
+                "\n  note: those requests waited for a free connection, so their latency includes the generator's own queue; more --connections measure the server alone"
+            );
+        }
+        s
+    }
+}
+
+/// The quantiles `qs` of a Prometheus histogram as the upper bounds (ms) of the buckets that hold
+/// them: what a dashboard would read off the service's own `/metrics`. `series` is the bucket
+/// series up to its `le` label (`name_bucket{route="/x",`); `None` when it has no observations.
+pub(crate) fn bucket_bounds_ms(
+    metrics: &BTreeMap<String, f64>,
+    series: &str,
+    qs: &[f64],
+) -> Option<Vec<f64>> {
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|(key, count)| {
+            let le = key.strip_prefix(series)?.strip_prefix("le=\"")?;
+            let le = le.split('"').next()?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, *count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    Some(
+        qs.iter()
+            .map(|q| {
+                buckets
+                    .iter()
+                    .find(|(_, cumulative)| *cumulative >= q * total)
+                    .map_or(f64::INFINITY, |(bound, _)| (bound * 1e6).round() / 1000.0)
+            })
+            .collect(),
+    )
+}
+
+/// The series of ingest's `/metrics` whose buckets the summary reads.
+const INGEST_DURATION: &str = "http_request_duration_seconds_bucket{route=\"/api/errors\",";
+const INGEST_CONFIRM: &str = "ingest_publish_confirm_seconds_bucket{";
 
 /// The services `--stack` started, as seen at the end of the run.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -78,6 +178,8 @@ pub struct RunResult {
     pub latency: Latency,
     /// Largest latency (ms) of the requests due in each second of the load.
     pub max_latency_by_second_ms: Vec<f64>,
+    /// Open loop: how late requests were taken up (`None` for maximum throughput).
+    pub start_delay: Option<StartDelay>,
     /// The disk's sync latency during the load (`None` with the probe off).
     pub disk: Option<DiskReport>,
     pub drain: Option<Drain>,
@@ -207,6 +309,7 @@ pub async fn run_against(args: &Args, stack: Option<StackInfo>) -> anyhow::Resul
         accepted_events_per_sec: (out.events_accepted as f64 / load_secs).floor(),
         latency,
         max_latency_by_second_ms: out.per_second.iter().map(|&(_, m)| ms(m)).collect(),
+        start_delay: StartDelay::of(&out.start_delay),
         disk,
         drain,
         end_to_end_events_per_sec: end_to_end.map(f64::floor),
@@ -286,6 +389,9 @@ pub fn human(r: &RunResult) -> String {
         "  max latency per second (ms): {}",
         whole_ms(&r.max_latency_by_second_ms)
     );
+    if let Some(d) = &r.start_delay {
+        let _ = writeln!(s, "  {}", d.summary());
+    }
     if let Some(d) = &r.disk {
         let _ = writeln!(s, "  {}", d.summary());
         let (slow, explained) = d.slow_seconds_explained(&r.max_latency_by_second_ms);
@@ -403,6 +509,24 @@ pub fn human(r: &RunResult) -> String {
             StackInfo::mean(i, "ingest_publish_batch_events").unwrap_or(0.0),
             StackInfo::mean(i, "ingest_publish_confirm_seconds").unwrap_or(0.0) * 1000.0,
         );
+        let qs = [0.5, 0.9, 0.99, 0.999];
+        let bounds = |series| {
+            bucket_bounds_ms(i, series, &qs).map(|b| {
+                let parts: Vec<String> = ["p50", "p90", "p99", "p999"]
+                    .iter()
+                    .zip(b)
+                    .map(|(q, ms)| format!("{q} <= {ms}"))
+                    .collect();
+                parts.join("  ")
+            })
+        };
+        if let Some(handled) = bounds(INGEST_DURATION) {
+            let _ = writeln!(
+                s,
+                "  ingest's own view, ms (its /metrics buckets, whole run): POST /api/errors handled {handled}; broker confirms {}",
+                bounds(INGEST_CONFIRM).unwrap_or_else(|| "none".to_string())
+            );
+        }
         let statements: Vec<String> = w
             .iter()
             .filter_map(|(series, sum)| {
@@ -440,6 +564,59 @@ mod tests {
             cpu_pressure_pct: 0.0,
             io_pressure_pct: 0.0,
         }
+    }
+
+    #[test]
+    fn start_delay_counts_the_requests_that_waited_for_a_connection() {
+        let mut h = load::new_histogram();
+        // 97 taken up on time (the timer's own lateness), one at the threshold, two waiting.
+        for _ in 0..97 {
+            h.record(300).unwrap();
+        }
+        h.record(LATE_MS * 1000).unwrap();
+        h.record(5_000).unwrap();
+        h.record(40_000).unwrap();
+        let d = StartDelay::of(&h).unwrap();
+        assert!((d.late_share - 0.02).abs() < 1e-12, "{d:?}");
+        assert!((d.p50_ms - 0.3).abs() < 0.001, "{d:?}");
+        assert!((d.p99_ms - 5.0).abs() < 0.01, "{d:?}");
+        assert!((d.max_ms - 40.0).abs() < 0.05, "{d:?}");
+        assert!(d.summary().contains("2.00 % started over 2 ms late"));
+        assert!(d.summary().contains("note: those requests waited"));
+
+        let mut on_time = load::new_histogram();
+        for _ in 0..1000 {
+            on_time.record(900).unwrap();
+        }
+        let d = StartDelay::of(&on_time).unwrap();
+        assert_eq!(d.late_share, 0.0);
+        assert!(!d.summary().contains("note"));
+        assert_eq!(StartDelay::of(&load::new_histogram()), None);
+    }
+
+    #[test]
+    fn bucket_bounds_are_read_off_cumulative_counts() {
+        let series = |le: &str| format!("{INGEST_DURATION}le=\"{le}\"}}");
+        let mut m = BTreeMap::new();
+        // 1,000 requests: 900 within 2.5 ms, 990 within 5 ms, 999 within 10 ms, one slower.
+        for (le, count) in [
+            ("0.001", 0.0),
+            ("0.0025", 900.0),
+            ("0.005", 990.0),
+            ("0.01", 999.0),
+        ] {
+            m.insert(series(le), count);
+        }
+        m.insert(series("+Inf"), 1000.0);
+        // Another route's buckets are not read.
+        m.insert(
+            "http_request_duration_seconds_bucket{route=\"/api/errors/batch\",le=\"0.001\"}"
+                .to_string(),
+            1000.0,
+        );
+        let got = bucket_bounds_ms(&m, INGEST_DURATION, &[0.5, 0.9, 0.99, 0.999, 1.0]).unwrap();
+        assert_eq!(got, [2.5, 2.5, 5.0, 10.0, f64::INFINITY]);
+        assert_eq!(bucket_bounds_ms(&m, INGEST_CONFIRM, &[0.5]), None);
     }
 
     #[test]

@@ -170,12 +170,17 @@ const METRICS: &[&str] = &[
     "ingest_body_budget_slow_bodies_total",
     "worker_statement_seconds_sum",
     "worker_statement_seconds_count",
+    "http_request_duration_seconds_bucket",
+    "ingest_publish_confirm_seconds_bucket",
 ];
 
-/// Series of `METRICS` kept per label set instead of summed (e.g. one per SQL statement).
+/// Series of `METRICS` kept per label set instead of summed (e.g. one per SQL statement, one
+/// per histogram bucket).
 const BY_LABEL: &[&str] = &[
     "worker_statement_seconds_sum",
     "worker_statement_seconds_count",
+    "http_request_duration_seconds_bucket",
+    "ingest_publish_confirm_seconds_bucket",
 ];
 
 /// The `METRICS` series a service's `/metrics` exposes, summed over their labels.
