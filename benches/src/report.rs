@@ -25,8 +25,9 @@ pub struct Latency {
 }
 
 /// How long after their due time requests were taken up by a connection (open loop only). When
-/// every connection is busy with an earlier request, the next one waits in the generator, and
-/// its latency measures the generator's pool as much as the server: with 64 connections and
+/// every connection is busy with an earlier request, the next one waits in the generator (and on
+/// a machine it shares with the stack, loadgen also waits for a core), and its latency measures
+/// the generator as much as the server: with 64 connections and
 /// ~6 ms answers the pool tops out near 10,000 requests/s, so a short stall of the server left
 /// the schedule behind for the rest of the run (benches/RESULTS.md, 2026-12-07).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -38,8 +39,8 @@ pub struct StartDelay {
     pub late_share: f64,
 }
 
-/// Lateness that counts as waiting for a connection: tokio's timer fires on whole milliseconds,
-/// so up to about one millisecond late is the timer's own.
+/// Lateness that counts as late: tokio's timer fires on whole milliseconds, so up to about one
+/// millisecond late is the timer's own.
 pub const LATE_MS: u64 = 2;
 
 impl StartDelay {
@@ -62,7 +63,7 @@ impl StartDelay {
         })
     }
 
-    /// The summary's line, and a warning when more than 1 % of requests waited for a connection.
+    /// The summary's line, and a note when more than 1 % of requests went out late.
     fn summary(&self) -> String {
         let mut s = format!(
             "start delay (due time to a connection taking the request) ms: p50 {:.3}  p99 {:.3}  max {:.3}; {:.2} % started over {LATE_MS} ms late",
@@ -74,7 +75,7 @@ impl StartDelay {
         if self.late_share > 0.01 {
             let _ = write!(
                 s,
-                "\n  note: those requests waited for a free connection, so their latency includes the generator's own queue; more --connections measure the server alone"
+                "\n  note: those requests went out late (every connection busy, or loadgen waiting for a core), so their latency includes the generator's own delay; if the connections were the queue, more --connections measure the server alone"
             );
         }
         s
@@ -582,7 +583,7 @@ mod tests {
         assert!((d.p99_ms - 5.0).abs() < 0.01, "{d:?}");
         assert!((d.max_ms - 40.0).abs() < 0.05, "{d:?}");
         assert!(d.summary().contains("2.00 % started over 2 ms late"));
-        assert!(d.summary().contains("note: those requests waited"));
+        assert!(d.summary().contains("note: those requests went out late"));
 
         let mut on_time = load::new_histogram();
         for _ in 0..1000 {
