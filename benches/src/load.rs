@@ -48,8 +48,9 @@ pub struct Outcome {
     /// Latency of every answered request, in microseconds.
     pub latency: Histogram<u64>,
     /// Open loop: how long after its due time each request was taken up by a connection, in
-    /// microseconds. A request waits here when every connection is busy with an earlier one, so
-    /// its latency then includes the generator's own queue, not only the server's answer.
+    /// microseconds. A request waits here when every connection is busy with an earlier one (or
+    /// loadgen waits for a core), so its latency then includes the generator's own delay, not
+    /// only the server's answer.
     pub start_delay: Histogram<u64>,
     /// From the first due time to the last answer.
     pub elapsed: Duration,

@@ -27,9 +27,9 @@ pub struct Latency {
 /// How long after their due time requests were taken up by a connection (open loop only). When
 /// every connection is busy with an earlier request, the next one waits in the generator (and on
 /// a machine it shares with the stack, loadgen also waits for a core), and its latency measures
-/// the generator as much as the server: with 64 connections and
-/// ~6 ms answers the pool tops out near 10,000 requests/s, so a short stall of the server left
-/// the schedule behind for the rest of the run (benches/RESULTS.md, 2026-12-07).
+/// the generator as much as the server: with 64 connections and ~6 ms answers the pool tops out
+/// near 10,000 requests/s, so a short stall of the server left the schedule behind for the rest
+/// of the run (benches/RESULTS.md, 2026-12-07).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StartDelay {
     pub p50_ms: f64,
@@ -510,13 +510,15 @@ pub fn human(r: &RunResult) -> String {
             StackInfo::mean(i, "ingest_publish_batch_events").unwrap_or(0.0),
             StackInfo::mean(i, "ingest_publish_confirm_seconds").unwrap_or(0.0) * 1000.0,
         );
-        let qs = [0.5, 0.9, 0.99, 0.999];
+        const QUANTILES: [(&str, f64); 4] =
+            [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
         let bounds = |series| {
+            let qs = QUANTILES.map(|(_, q)| q);
             bucket_bounds_ms(i, series, &qs).map(|b| {
-                let parts: Vec<String> = ["p50", "p90", "p99", "p999"]
+                let parts: Vec<String> = QUANTILES
                     .iter()
                     .zip(b)
-                    .map(|(q, ms)| format!("{q} <= {ms}"))
+                    .map(|((name, _), ms)| format!("{name} <= {ms}"))
                     .collect();
                 parts.join("  ")
             })

@@ -276,10 +276,10 @@ async fn seed_history(db_url: &str, groups: u64) -> anyhow::Result<()> {
     )
     .execute(&pool)
     .await?;
-    // The seeding wrote gigabytes of WAL; without a checkpoint now, the checkpoints it triggers
-    // run during the load, and every page the load first touches after each one is logged whole.
-    // A month of history was checkpointed long ago: the load should meet it settled. Needs a
-    // superuser or pg_checkpoint; without either, the run goes on unsettled and says so.
+    // The seeding wrote gigabytes of WAL; without a checkpoint now, the checkpoints it requested
+    // can fall into the load. A month of history was checkpointed long ago, so the load should
+    // meet it settled (what this changes in the figures is not established: benches/RESULTS.md,
+    // 2026-12-07). Needs a superuser or pg_checkpoint; without either the run goes on and says so.
     if let Err(e) = sqlx::query("CHECKPOINT").execute(&pool).await {
         eprintln!(
             "loadgen: no CHECKPOINT after seeding ({e}); the load meets the seeding's checkpoints"
