@@ -82,14 +82,9 @@ impl StartDelay {
     }
 }
 
-/// The quantiles `qs` of a Prometheus histogram as the upper bounds (ms) of the buckets that hold
-/// them: what a dashboard would read off the service's own `/metrics`. `series` is the bucket
-/// series up to its `le` label (`name_bucket{route="/x",`); `None` when it has no observations.
-pub(crate) fn bucket_bounds_ms(
-    metrics: &BTreeMap<String, f64>,
-    series: &str,
-    qs: &[f64],
-) -> Option<Vec<f64>> {
+/// A Prometheus histogram's buckets as (upper bound in seconds, cumulative count), in order of
+/// bound. `series` is the bucket series up to its `le` label (`name_bucket{route="/x",`).
+fn cumulative_buckets(metrics: &BTreeMap<String, f64>, series: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = metrics
         .iter()
         .filter_map(|(key, count)| {
@@ -104,6 +99,18 @@ pub(crate) fn bucket_bounds_ms(
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The quantiles `qs` of a Prometheus histogram as the upper bounds (ms) of the buckets that hold
+/// them: what a dashboard would read off the service's own `/metrics`. `None` when it has no
+/// observations.
+pub(crate) fn bucket_bounds_ms(
+    metrics: &BTreeMap<String, f64>,
+    series: &str,
+    qs: &[f64],
+) -> Option<Vec<f64>> {
+    let buckets = cumulative_buckets(metrics, series);
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;
@@ -118,6 +125,21 @@ pub(crate) fn bucket_bounds_ms(
             })
             .collect(),
     )
+}
+
+/// The share (%) of a histogram's observations at or under `bound` seconds, which must be one of
+/// its bucket bounds: exact where a quantile's bucket only brackets it. Issue 7's latency targets
+/// (10 and 50 ms) are bucket bounds, so this says how far a run is from them. `None` when the
+/// bound is not a bucket or nothing was observed.
+pub(crate) fn share_within(
+    metrics: &BTreeMap<String, f64>,
+    series: &str,
+    bound: f64,
+) -> Option<f64> {
+    let buckets = cumulative_buckets(metrics, series);
+    let total = buckets.last()?.1;
+    let (_, within) = buckets.iter().find(|(b, _)| (b - bound).abs() < 1e-9)?;
+    (total > 0.0).then(|| within / total * 100.0)
 }
 
 /// The series of ingest's `/metrics` whose buckets the summary reads.
@@ -529,6 +551,16 @@ pub fn human(r: &RunResult) -> String {
                 "  ingest's own view, ms (its /metrics buckets, whole run): POST /api/errors handled {handled}; broker confirms {}",
                 bounds(INGEST_CONFIRM).unwrap_or_else(|| "none".to_string())
             );
+            let within = |bound| {
+                share_within(i, INGEST_DURATION, bound)
+                    .map_or_else(|| "?".to_string(), |p| format!("{p:.2} %"))
+            };
+            let _ = writeln!(
+                s,
+                "  ingest handled within 10 ms: {}, within 50 ms: {} (issue 7: p99 under 10 ms, p999 under 50 ms)",
+                within(0.01),
+                within(0.05)
+            );
         }
         let statements: Vec<String> = w
             .iter()
@@ -620,6 +652,11 @@ mod tests {
         let got = bucket_bounds_ms(&m, INGEST_DURATION, &[0.5, 0.9, 0.99, 0.999, 1.0]).unwrap();
         assert_eq!(got, [2.5, 2.5, 5.0, 10.0, f64::INFINITY]);
         assert_eq!(bucket_bounds_ms(&m, INGEST_CONFIRM, &[0.5]), None);
+        // 999 of 1,000 within 10 ms; 5 ms is 99 %; 7 ms is not a bucket; nothing confirmed.
+        assert_eq!(share_within(&m, INGEST_DURATION, 0.01), Some(99.9));
+        assert_eq!(share_within(&m, INGEST_DURATION, 0.005), Some(99.0));
+        assert_eq!(share_within(&m, INGEST_DURATION, 0.007), None);
+        assert_eq!(share_within(&m, INGEST_CONFIRM, 0.01), None);
     }
 
     #[test]
