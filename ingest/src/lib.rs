@@ -123,6 +123,7 @@ impl Application {
             topology: Topology::new(&settings.services.queue_prefix),
             max_in_flight: settings.publish_max_in_flight,
             max_events: settings.publish_max_events,
+            linger: settings.publish_linger,
             confirm_timeout: settings.publish_timeout,
         });
         let listener =

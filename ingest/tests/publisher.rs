@@ -11,6 +11,14 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 fn start(rabbit: &OwnRabbit, max_events: usize) -> (Publisher, Topology) {
+    start_lingering(rabbit, max_events, Duration::ZERO)
+}
+
+fn start_lingering(
+    rabbit: &OwnRabbit,
+    max_events: usize,
+    linger: Duration,
+) -> (Publisher, Topology) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let topology = Topology::new(&format!("test_{}", testkit::unique_tag()));
     let publisher = Publisher::start(PublisherConfig {
@@ -19,6 +27,7 @@ fn start(rabbit: &OwnRabbit, max_events: usize) -> (Publisher, Topology) {
         max_in_flight: 16,
         max_events,
         confirm_timeout: Duration::from_secs(30),
+        linger,
     });
     (publisher, topology)
 }
@@ -86,6 +95,55 @@ async fn requests_arriving_while_a_message_awaits_its_confirm_share_the_next_mes
         request.await.unwrap().expect("every event is confirmed");
     }
     assert_eq!(publisher.messages_sent(), 2, "the 50 went out together");
+    assert_eq!(messages_in_queue(&rabbit, &topology).await, 2);
+}
+
+/// The linger: requests arriving after the last message was confirmed, but within the linger
+/// after it went out, still share the next message, so a steady load reaches the broker as fewer,
+/// fuller messages (its CPU goes per message). The broker is not frozen here: every confirm comes
+/// at once, and without a linger each of these requests would go out alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_within_the_linger_of_the_last_message_share_the_next_one() {
+    let rabbit = OwnRabbit::new().await;
+    let (publisher, topology) = start_lingering(&rabbit, 500, Duration::from_secs(2));
+    until("the publisher to connect", || publisher.is_connected()).await;
+    publish(&publisher, 0)
+        .await
+        .unwrap()
+        .expect("the first event is confirmed");
+    assert_eq!(publisher.messages_sent(), 1);
+    let mut rest = Vec::new();
+    for n in 1..=5 {
+        rest.push(publish(&publisher, n));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for request in rest {
+        request.await.unwrap().expect("every event is confirmed");
+    }
+    assert_eq!(publisher.messages_sent(), 2, "the five went out together");
+    assert_eq!(messages_in_queue(&rabbit, &topology).await, 2);
+}
+
+/// A message that fills up does not wait out the linger: with a linger far longer than the
+/// confirm timeout, the requests that fill one are still confirmed (they would time out if it
+/// waited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_message_does_not_wait_out_the_linger() {
+    let rabbit = OwnRabbit::new().await;
+    let (publisher, topology) = start_lingering(&rabbit, 3, Duration::from_secs(3600));
+    until("the publisher to connect", || publisher.is_connected()).await;
+    publish(&publisher, 0)
+        .await
+        .unwrap()
+        .expect("the first event is confirmed");
+    let rest: Vec<_> = (1..=3).map(|n| publish(&publisher, n)).collect();
+    for request in rest {
+        request
+            .await
+            .unwrap()
+            .expect("the full message is confirmed");
+    }
+    assert_eq!(publisher.messages_sent(), 2);
     assert_eq!(messages_in_queue(&rabbit, &topology).await, 2);
 }
 
