@@ -16,11 +16,13 @@
 //! per message: fewer, fuller messages"). Full messages do not wait: they go out at once, up to
 //! `max_in_flight`, so a slow broker does not cap throughput at one message per round trip.
 //!
-//! A message that is not full also waits out the linger (`PUBLISH_LINGER_US`): at least that long
-//! after the previous one that was not full went out. Confirms take about a millisecond on a calm
-//! broker, so under a steady moderate load each round carried a few events and the broker spent
-//! half a core on rounds; a 1 ms linger packs two to three times as many events per message. A
-//! request that arrives after a pause does not wait: the last message went out long before.
+//! A message that is not full also waits out the linger (`PUBLISH_LINGER_US`, off by default): at
+//! least that long after the previous one that was not full went out. Confirms take about a
+//! millisecond on a calm broker, so under a steady moderate load from many clients each round
+//! carries a few events and the broker spends half a core on rounds; a 1 ms linger packs two to
+//! three times as many events per message. A request that arrives after a pause does not wait,
+//! but a client that sends one request at a time, each as soon as the last was answered, waits
+//! it out on every one: hence off unless the operator knows the traffic comes from many clients.
 
 use faultline_shared::{domain::encode_batch, queue};
 use lapin::{
