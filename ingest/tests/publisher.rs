@@ -124,6 +124,26 @@ async fn requests_within_the_linger_of_the_last_message_share_the_next_one() {
     assert_eq!(messages_in_queue(&rabbit, &topology).await, 2);
 }
 
+/// A client that sends its next request as soon as the last is answered (one connection, one
+/// request at a time) is not held back by the linger: its connection was the only one in the
+/// previous message and is back, so waiting could only delay it. With a one-hour linger, every
+/// request is still confirmed within the 30 s confirm timeout, each in a message of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_one_request_at_a_time_does_not_wait_out_the_linger() {
+    let rabbit = OwnRabbit::new().await;
+    let (publisher, topology) = start_lingering(&rabbit, 500, Duration::from_secs(3600));
+    until("the publisher to connect", || publisher.is_connected()).await;
+    let client: std::net::SocketAddr = "192.0.2.7:50123".parse().unwrap();
+    for n in 0..5 {
+        publisher
+            .publish_from(Some(client), vec![format!("{{\"n\":{n}}}").into_bytes()])
+            .await
+            .expect("confirmed without waiting out the linger");
+    }
+    assert_eq!(publisher.messages_sent(), 5);
+    assert_eq!(messages_in_queue(&rabbit, &topology).await, 5);
+}
+
 /// A message that fills up does not wait out the linger: with a linger far longer than the
 /// confirm timeout, the requests that fill one are still confirmed (they would time out if it
 /// waited).

@@ -98,13 +98,12 @@ pub struct IngestSettings {
     pub publish_max_in_flight: usize,
     /// Most events put in one broker message by the group-commit publisher.
     pub publish_max_events: usize,
-    /// Least time between two messages that are not full (`PUBLISH_LINGER_US`; 0, the default,
-    /// sends the next one as soon as the previous one is confirmed). RabbitMQ's CPU goes per
-    /// message: with many clients at 5,000 events/s, 1,000 lets a message carry ~11 events instead
-    /// of ~5 and takes RabbitMQ from 0.53 to 0.30 cores for ~1 ms more at the median. Not the
-    /// default because a client that sends one request at a time waits it out on every request:
-    /// one such connection went from 1,340 to 470 events/s (benches/RESULTS.md, seventeenth
-    /// session).
+    /// Least time between two messages that are not full (`PUBLISH_LINGER_US`, 1,000 by default;
+    /// 0 sends the next one as soon as the previous one is confirmed), unless every connection of
+    /// the previous message has sent its next request. RabbitMQ's CPU goes per message: with many
+    /// clients at 5,000 events/s a message carries ~11 events instead of ~5 and RabbitMQ uses 0.30
+    /// cores instead of 0.53, for ~1 ms more at the median; a few clients that each wait for their
+    /// answer share a message instead of taking turns (benches/RESULTS.md, seventeenth session).
     pub publish_linger: Duration,
     /// How often ingest records a health check of its dependencies (uptime and availability are
     /// computed from these records).
@@ -243,7 +242,7 @@ impl IngestSettings {
             publish_timeout: Duration::from_millis(parse_or("PUBLISH_TIMEOUT_MS", 5000)?),
             publish_max_in_flight: parse_or("PUBLISH_MAX_IN_FLIGHT", 16)?,
             publish_max_events: parse_or("PUBLISH_MAX_EVENTS", 500)?,
-            publish_linger: Duration::from_micros(parse_or("PUBLISH_LINGER_US", 0)?),
+            publish_linger: Duration::from_micros(parse_or("PUBLISH_LINGER_US", 1000)?),
             health_check_interval: Duration::from_secs(parse_or("HEALTH_CHECK_INTERVAL_SECS", 30)?),
             access: AccessSettings::from_env()?,
             http: HttpSettings::from_env()?,

@@ -25,6 +25,8 @@ use uuid::Uuid;
 pub(super) struct Origin {
     pub(super) ip: Option<String>,
     pub(super) user_agent: Option<String>,
+    /// The TCP connection the request came on (its peer address): one client's requests in turn.
+    pub(super) connection: Option<SocketAddr>,
 }
 
 /// Read from the request's headers in place (a `HeaderMap` argument would copy them all).
@@ -62,6 +64,7 @@ pub(super) fn origin(state: &AppState, headers: &HeaderMap, peer: Option<SocketA
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect()),
+        connection: peer,
     }
 }
 
@@ -118,13 +121,17 @@ pub async fn create_error(
     let id = event.event_id;
     let payload = serialise(&event)?;
     drop(event);
-    state.publisher.publish(vec![payload]).await.map_err(|e| {
-        rejected("queue_unavailable", 1);
-        tracing::debug!(error = %e, "Event not accepted: broker unavailable.");
-        ApiError::QueueUnavailable {
-            retry_after_secs: 5,
-        }
-    })?;
+    state
+        .publisher
+        .publish_from(origin.connection, vec![payload])
+        .await
+        .map_err(|e| {
+            rejected("queue_unavailable", 1);
+            tracing::debug!(error = %e, "Event not accepted: broker unavailable.");
+            ApiError::QueueUnavailable {
+                retry_after_secs: 5,
+            }
+        })?;
     drop(permit);
     accepted(1);
     Ok((
@@ -175,7 +182,10 @@ pub async fn create_errors_batch(
             json!({"items": results}),
         ));
     }
-    state.publisher.publish(payloads).await.map_err(|e| {
+    state
+        .publisher
+        .publish_from(origin.connection, payloads)
+        .await.map_err(|e| {
         rejected("queue_unavailable", accepted_count);
         tracing::debug!(error = %e, events = accepted_count, "Batch not accepted: broker unavailable.");
         ApiError::QueueUnavailable {

@@ -214,12 +214,19 @@ fn invalid(message: String) -> ApiError {
 }
 
 /// Publishes the events and waits for the broker's confirm.
-async fn publish(state: &AppState, payloads: Vec<Vec<u8>>) -> Result<(), ApiError> {
+async fn publish(
+    state: &AppState,
+    origin: &Origin,
+    payloads: Vec<Vec<u8>>,
+) -> Result<(), ApiError> {
     let count = payloads.len();
     if count == 0 {
         return Ok(());
     }
-    state.publisher.publish(payloads).await.map_err(|e| {
+    state
+        .publisher
+        .publish_from(origin.connection, payloads)
+        .await.map_err(|e| {
         metrics::counter!("ingest_events_rejected_total", "reason" => "queue_unavailable")
             .increment(count as u64);
         tracing::debug!(error = %e, events = count, "Sentry events not accepted: broker unavailable.");
@@ -305,7 +312,7 @@ pub async fn envelope(
             payloads.push(serialise(&event)?);
         }
         let count = payloads.len() as u64;
-        publish(&state, payloads).await?;
+        publish(&state, &req.origin, payloads).await?;
         Ok((ids.first().copied().or(header_id), count))
     }
     .await;
@@ -331,7 +338,7 @@ pub async fn store(
             map_event(&value, &received(req.project, &req.origin, None)).map_err(invalid)?;
         scrub(&state, &mut event);
         let id = event.event_id;
-        publish(&state, vec![serialise(&event)?]).await?;
+        publish(&state, &req.origin, vec![serialise(&event)?]).await?;
         Ok((Some(id), 1))
     }
     .await;

@@ -79,7 +79,7 @@ impl TestApp {
             publish_timeout: Duration::from_secs(5),
             publish_max_in_flight: 16,
             publish_max_events: 500,
-            publish_linger: Duration::ZERO,
+            publish_linger: Duration::from_millis(1),
             health_check_interval: Duration::from_secs(1),
             access: AccessSettings {
                 last_used_flush: Duration::from_millis(100),
