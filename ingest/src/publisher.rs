@@ -59,7 +59,7 @@ pub enum PublishError {
 
 struct Job {
     events: Vec<Vec<u8>>,
-    /// The client connection the request came on, if known (see [`Pending::senders_back`]).
+    /// The client connection the request came on, if known (see [`Returns`]).
     from: Option<SocketAddr>,
     done: oneshot::Sender<Result<(), PublishError>>,
 }
@@ -224,17 +224,48 @@ impl Pending {
         senders.dedup();
         Some(senders)
     }
+}
 
-    /// Whether every connection in `previous` (sorted) has a job here again. An HTTP/1.1
-    /// connection carries one request at a time, so once they all have, waiting longer cannot
-    /// bring more from them: only delay them.
-    fn senders_back(&self, previous: &[SocketAddr]) -> bool {
-        !previous.is_empty()
-            && previous
-                .iter()
-                .all(|p| self.jobs.iter().any(|j| j.from == Some(*p)))
+/// Which connections of the previous message that was not full have a request waiting again.
+/// An HTTP/1.1 connection carries one request at a time, so once they all have, lingering longer
+/// cannot bring more from them: it would only delay them.
+struct Returns<'a> {
+    /// The previous message's connections, sorted ([`Pending::senders`]).
+    previous: &'a [SocketAddr],
+    back: Vec<bool>,
+    missing: usize,
+    /// Jobs of the pending message already looked at.
+    counted: usize,
+}
+
+impl<'a> Returns<'a> {
+    fn new(previous: &'a [SocketAddr]) -> Self {
+        Returns {
+            previous,
+            back: vec![false; previous.len()],
+            missing: previous.len(),
+            counted: 0,
+        }
     }
 
+    /// Takes in the jobs added to `pending` since the last call; whether every connection of the
+    /// previous message is back (never when it had none, or had requests of unknown origin).
+    fn all_back(&mut self, pending: &Pending) -> bool {
+        for job in &pending.jobs[self.counted..] {
+            let Some(i) = job.from.and_then(|f| self.previous.binary_search(&f).ok()) else {
+                continue;
+            };
+            if !self.back[i] {
+                self.back[i] = true;
+                self.missing -= 1;
+            }
+        }
+        self.counted = pending.jobs.len();
+        !self.previous.is_empty() && self.missing == 0
+    }
+}
+
+impl Pending {
     /// Takes in the jobs already queued, until the message is full.
     fn take_queued(&mut self, rx: &mut mpsc::Receiver<Job>, max_events: usize) {
         while self.events < max_events {
@@ -343,8 +374,8 @@ async fn run(
                 last_partial.as_ref().filter(|_| !config.linger.is_zero())
             {
                 let until = *sent + config.linger;
-                let previous = previous.as_deref().unwrap_or_default();
-                while pending.events < config.max_events && !pending.senders_back(previous) {
+                let mut returns = Returns::new(previous.as_deref().unwrap_or_default());
+                while pending.events < config.max_events && !returns.all_back(&pending) {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => break,
                         job = rx.recv() => match job {
@@ -444,5 +475,56 @@ async fn run(
             conn.close(200, "reconnecting".into()),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(from: Option<&str>) -> Job {
+        let (done, _) = oneshot::channel();
+        Job {
+            events: vec![b"{}".to_vec()],
+            from: from.map(|f| f.parse().unwrap()),
+            done,
+        }
+    }
+
+    #[test]
+    fn senders_are_the_distinct_connections_or_none_if_one_is_unknown() {
+        let mut pending = Pending::default();
+        for from in ["10.0.0.2:2", "10.0.0.1:1", "10.0.0.2:2"] {
+            pending.push(job(Some(from)));
+        }
+        let senders = pending.senders().unwrap();
+        let expected: Vec<SocketAddr> =
+            vec!["10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()];
+        assert_eq!(senders, expected);
+        pending.push(job(None));
+        assert_eq!(pending.senders(), None);
+    }
+
+    #[test]
+    fn the_linger_ends_once_every_previous_connection_is_back() {
+        let previous: Vec<SocketAddr> =
+            vec!["10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()];
+        let mut returns = Returns::new(&previous);
+        let mut pending = Pending::default();
+        assert!(!returns.all_back(&pending));
+        pending.push(job(Some("10.0.0.2:2")));
+        pending.push(job(Some("10.0.0.3:3")));
+        pending.push(job(None));
+        assert!(!returns.all_back(&pending), "10.0.0.1:1 is not back yet");
+        pending.push(job(Some("10.0.0.2:2")));
+        assert!(
+            !returns.all_back(&pending),
+            "the same connection twice counts once"
+        );
+        pending.push(job(Some("10.0.0.1:1")));
+        assert!(returns.all_back(&pending));
+        // No previous connections known: the linger runs its course.
+        let mut none = Returns::new(&[]);
+        assert!(!none.all_back(&pending));
     }
 }

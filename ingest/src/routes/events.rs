@@ -121,17 +121,17 @@ pub async fn create_error(
     let id = event.event_id;
     let payload = serialise(&event)?;
     drop(event);
-    state
+    let published = state
         .publisher
         .publish_from(origin.connection, vec![payload])
-        .await
-        .map_err(|e| {
-            rejected("queue_unavailable", 1);
-            tracing::debug!(error = %e, "Event not accepted: broker unavailable.");
-            ApiError::QueueUnavailable {
-                retry_after_secs: 5,
-            }
-        })?;
+        .await;
+    published.map_err(|e| {
+        rejected("queue_unavailable", 1);
+        tracing::debug!(error = %e, "Event not accepted: broker unavailable.");
+        ApiError::QueueUnavailable {
+            retry_after_secs: 5,
+        }
+    })?;
     drop(permit);
     accepted(1);
     Ok((
@@ -182,10 +182,11 @@ pub async fn create_errors_batch(
             json!({"items": results}),
         ));
     }
-    state
+    let published = state
         .publisher
         .publish_from(origin.connection, payloads)
-        .await.map_err(|e| {
+        .await;
+    published.map_err(|e| {
         rejected("queue_unavailable", accepted_count);
         tracing::debug!(error = %e, events = accepted_count, "Batch not accepted: broker unavailable.");
         ApiError::QueueUnavailable {

@@ -223,10 +223,11 @@ async fn publish(
     if count == 0 {
         return Ok(());
     }
-    state
+    let published = state
         .publisher
         .publish_from(origin.connection, payloads)
-        .await.map_err(|e| {
+        .await;
+    published.map_err(|e| {
         metrics::counter!("ingest_events_rejected_total", "reason" => "queue_unavailable")
             .increment(count as u64);
         tracing::debug!(error = %e, events = count, "Sentry events not accepted: broker unavailable.");
