@@ -266,6 +266,12 @@ impl<'a> Returns<'a> {
 }
 
 impl Pending {
+    /// Takes in `job` and the jobs queued behind it, until the message is full.
+    fn take(&mut self, job: Job, rx: &mut mpsc::Receiver<Job>, max_events: usize) {
+        self.push(job);
+        self.take_queued(rx, max_events);
+    }
+
     /// Takes in the jobs already queued, until the message is full.
     fn take_queued(&mut self, rx: &mut mpsc::Receiver<Job>, max_events: usize) {
         while self.events < max_events {
@@ -275,6 +281,31 @@ impl Pending {
             }
         }
     }
+}
+
+/// Takes jobs into `pending` as they arrive until the message is full, `done` says it is ready, or
+/// `until` completes first (checked first on each wait); returns `until`'s output if it did.
+async fn gather<T>(
+    pending: &mut Pending,
+    rx: &mut mpsc::Receiver<Job>,
+    max_events: usize,
+    until: impl std::future::Future<Output = T>,
+    mut done: impl FnMut(&Pending) -> bool,
+) -> Option<T> {
+    tokio::pin!(until);
+    while pending.events < max_events && !done(pending) {
+        tokio::select! {
+            biased;
+            out = &mut until => return Some(out),
+            job = rx.recv() => match job {
+                Some(job) => pending.take(job, rx, max_events),
+                // Cannot happen while jobs wait (their requests hold a handle); publish what is
+                // here in any case.
+                None => break,
+            },
+        }
+    }
+    None
 }
 
 async fn run(
@@ -345,48 +376,26 @@ async fn run(
                 return;
             };
             let mut pending = Pending::default();
-            pending.push(first);
-            pending.take_queued(&mut rx, config.max_events);
+            pending.take(first, &mut rx, config.max_events);
             // A message that is not full waits for the previous one's confirm, taking in what
             // arrives meanwhile. The wait is bounded by that confirm's timeout, and a lost
             // connection ends it at once: lapin fails the confirms in flight on a channel error.
-            let mut partial_permit = None;
-            while pending.events < config.max_events {
-                tokio::select! {
-                    biased;
-                    permit = partial.clone().acquire_owned() => {
-                        let Ok(permit) = permit else { return };
-                        partial_permit = Some(permit);
-                        break;
-                    }
-                    job = rx.recv() => match job {
-                        Some(job) => {
-                            pending.push(job);
-                            pending.take_queued(&mut rx, config.max_events);
-                        }
-                        // Cannot happen while jobs wait (their requests hold a handle); publish
-                        // what is here in any case.
-                        None => break,
-                    },
-                }
-            }
+            let acquire = partial.clone().acquire_owned();
+            let partial_permit =
+                match gather(&mut pending, &mut rx, config.max_events, acquire, |_| false).await {
+                    Some(Ok(permit)) => Some(permit),
+                    Some(Err(_)) => return,
+                    None => None,
+                };
             if let Some((sent, previous)) =
                 last_partial.as_ref().filter(|_| !config.linger.is_zero())
             {
-                let until = *sent + config.linger;
+                let linger = tokio::time::sleep_until(*sent + config.linger);
                 let mut returns = Returns::new(previous.as_deref().unwrap_or_default());
-                while pending.events < config.max_events && !returns.all_back(&pending) {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => break,
-                        job = rx.recv() => match job {
-                            Some(job) => {
-                                pending.push(job);
-                                pending.take_queued(&mut rx, config.max_events);
-                            }
-                            None => break,
-                        },
-                    }
-                }
+                gather(&mut pending, &mut rx, config.max_events, linger, |p| {
+                    returns.all_back(p)
+                })
+                .await;
             }
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;

@@ -67,6 +67,23 @@ async fn frozen_with_one_unconfirmed(
     (publisher, topology, first)
 }
 
+/// A connected publisher with a linger whose first single-event message is already confirmed, so
+/// the next message that is not full lingers.
+async fn lingering_after_one_confirmed(
+    rabbit: &OwnRabbit,
+    max_events: usize,
+    linger: Duration,
+) -> (Publisher, Topology) {
+    let (publisher, topology) = start_lingering(rabbit, max_events, linger);
+    until("the publisher to connect", || publisher.is_connected()).await;
+    publish(&publisher, 0)
+        .await
+        .unwrap()
+        .expect("the first event is confirmed");
+    assert_eq!(publisher.messages_sent(), 1);
+    (publisher, topology)
+}
+
 async fn messages_in_queue(rabbit: &OwnRabbit, topology: &Topology) -> u32 {
     let conn = queue::connect(&rabbit.url(), "faultline-test")
         .await
@@ -105,13 +122,8 @@ async fn requests_arriving_while_a_message_awaits_its_confirm_share_the_next_mes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_within_the_linger_of_the_last_message_share_the_next_one() {
     let rabbit = OwnRabbit::new().await;
-    let (publisher, topology) = start_lingering(&rabbit, 500, Duration::from_secs(2));
-    until("the publisher to connect", || publisher.is_connected()).await;
-    publish(&publisher, 0)
-        .await
-        .unwrap()
-        .expect("the first event is confirmed");
-    assert_eq!(publisher.messages_sent(), 1);
+    let (publisher, topology) =
+        lingering_after_one_confirmed(&rabbit, 500, Duration::from_secs(2)).await;
     let mut rest = Vec::new();
     for n in 1..=5 {
         rest.push(publish(&publisher, n));
@@ -150,12 +162,8 @@ async fn a_client_sending_one_request_at_a_time_does_not_wait_out_the_linger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_message_does_not_wait_out_the_linger() {
     let rabbit = OwnRabbit::new().await;
-    let (publisher, topology) = start_lingering(&rabbit, 3, Duration::from_secs(3600));
-    until("the publisher to connect", || publisher.is_connected()).await;
-    publish(&publisher, 0)
-        .await
-        .unwrap()
-        .expect("the first event is confirmed");
+    let (publisher, topology) =
+        lingering_after_one_confirmed(&rabbit, 3, Duration::from_secs(3600)).await;
     let rest: Vec<_> = (1..=3).map(|n| publish(&publisher, n)).collect();
     for request in rest {
         request
