@@ -145,6 +145,7 @@ pub(crate) fn share_within(
 /// The series of ingest's `/metrics` whose buckets the summary reads.
 const INGEST_DURATION: &str = "http_request_duration_seconds_bucket{route=\"/api/errors\",";
 const INGEST_CONFIRM: &str = "ingest_publish_confirm_seconds_bucket{";
+const INGEST_WAIT: &str = "ingest_publish_wait_seconds_bucket{";
 
 /// The services `--stack` started, as seen at the end of the run.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -520,7 +521,7 @@ pub fn human(r: &RunResult) -> String {
         let i = &st.ingest_metrics;
         let _ = writeln!(
             s,
-            "  worker: {} transactions, mean {:.1} events and {:.2} ms each; ingest: {} broker messages, mean {:.1} events and {:.2} ms to confirm each",
+            "  worker: {} transactions, mean {:.1} events and {:.2} ms each; ingest: {} broker messages, mean {:.1} events and {:.2} ms to confirm each, after a mean {:.2} ms wait for a message to go out",
             w.get("worker_transaction_seconds_count")
                 .copied()
                 .unwrap_or(0.0),
@@ -531,6 +532,7 @@ pub fn human(r: &RunResult) -> String {
                 .unwrap_or(0.0),
             StackInfo::mean(i, "ingest_publish_batch_events").unwrap_or(0.0),
             StackInfo::mean(i, "ingest_publish_confirm_seconds").unwrap_or(0.0) * 1000.0,
+            StackInfo::mean(i, "ingest_publish_wait_seconds").unwrap_or(0.0) * 1000.0,
         );
         const QUANTILES: [(&str, f64); 4] =
             [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
@@ -548,8 +550,9 @@ pub fn human(r: &RunResult) -> String {
         if let Some(handled) = bounds(INGEST_DURATION) {
             let _ = writeln!(
                 s,
-                "  ingest's own view, ms (its /metrics buckets, whole run): POST /api/errors handled {handled}; broker confirms {}",
-                bounds(INGEST_CONFIRM).unwrap_or_else(|| "none".to_string())
+                "  ingest's own view, ms (its /metrics buckets, whole run): POST /api/errors handled {handled}; broker confirms {}; a request's wait for its message to go out {}",
+                bounds(INGEST_CONFIRM).unwrap_or_else(|| "none".to_string()),
+                bounds(INGEST_WAIT).unwrap_or_else(|| "none".to_string())
             );
             let within = |bound| {
                 share_within(i, INGEST_DURATION, bound)

@@ -166,12 +166,15 @@ const METRICS: &[&str] = &[
     "ingest_publish_batch_events_count",
     "ingest_publish_confirm_seconds_sum",
     "ingest_publish_confirm_seconds_count",
+    "ingest_publish_wait_seconds_sum",
+    "ingest_publish_wait_seconds_count",
     "ingest_body_budget_waits_total",
     "ingest_body_budget_slow_bodies_total",
     "worker_statement_seconds_sum",
     "worker_statement_seconds_count",
     "http_request_duration_seconds_bucket",
     "ingest_publish_confirm_seconds_bucket",
+    "ingest_publish_wait_seconds_bucket",
 ];
 
 /// Series of `METRICS` kept per label set instead of summed (e.g. one per SQL statement, one
@@ -181,6 +184,7 @@ const BY_LABEL: &[&str] = &[
     "worker_statement_seconds_count",
     "http_request_duration_seconds_bucket",
     "ingest_publish_confirm_seconds_bucket",
+    "ingest_publish_wait_seconds_bucket",
 ];
 
 /// The `METRICS` series a service's `/metrics` exposes, summed over their labels.

@@ -26,6 +26,12 @@
 //! would otherwise wait out the linger on every request (one such connection went from 1,340 to
 //! 470 events/s), while waiting for all of them lets a few such clients share one message
 //! instead of taking turns.
+//!
+//! A request's time here is two histograms: `ingest_publish_wait_seconds`, from handing its
+//! events over until their message goes out (the previous message's confirm and the linger), and
+//! `ingest_publish_confirm_seconds`, from then until the broker confirms. A request that waits
+//! behind a slow confirm and then meets a slow one of its own shows in both (benches/RESULTS.md,
+//! eighteenth session: that is most of the tail at 10,000 events/s on two cores).
 
 use faultline_shared::{domain::encode_batch, queue};
 use lapin::{
@@ -59,6 +65,9 @@ pub enum PublishError {
 
 struct Job {
     events: Vec<Vec<u8>>,
+    /// When the request handed its events over: how long they waited for their message is
+    /// `ingest_publish_wait_seconds`.
+    queued: Instant,
     /// The client connection the request came on, if known (see [`Returns`]).
     from: Option<SocketAddr>,
     done: oneshot::Sender<Result<(), PublishError>>,
@@ -175,10 +184,18 @@ impl Publisher {
         }
         let (done, wait) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + self.timeout;
-        tokio::time::timeout_at(deadline, self.tx.send(Job { events, from, done }))
-            .await
-            .map_err(|_| PublishError::Timeout)?
-            .map_err(|_| PublishError::Disconnected)?;
+        tokio::time::timeout_at(
+            deadline,
+            self.tx.send(Job {
+                events,
+                queued: Instant::now(),
+                from,
+                done,
+            }),
+        )
+        .await
+        .map_err(|_| PublishError::Timeout)?
+        .map_err(|_| PublishError::Disconnected)?;
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(PublishError::Disconnected),
@@ -416,8 +433,11 @@ async fn run(
             );
             // The message holds a copy of every event: the jobs' own copies are not needed while
             // the confirm is awaited (under a storm of batches they were half of ingest's memory).
+            let now = Instant::now();
+            let waited = metrics::histogram!("ingest_publish_wait_seconds");
             for job in &mut jobs {
                 job.events = Vec::new();
+                waited.record(now.duration_since(job.queued).as_secs_f64());
             }
             if count < config.max_events {
                 last_partial = Some((tokio::time::Instant::now(), senders));
@@ -495,6 +515,7 @@ mod tests {
         let (done, _) = oneshot::channel();
         Job {
             events: vec![b"{}".to_vec()],
+            queued: Instant::now(),
             from: from.map(|f| f.parse().unwrap()),
             done,
         }

@@ -97,6 +97,7 @@ async fn messages_in_queue(rabbit: &OwnRabbit, topology: &Topology) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_arriving_while_a_message_awaits_its_confirm_share_the_next_message() {
     let rabbit = OwnRabbit::new().await;
+    let slow_before = waits_over_250ms();
     let (publisher, topology, first) = frozen_with_one_unconfirmed(&rabbit, 500).await;
     let rest: Vec<_> = (1..=50).map(|n| publish(&publisher, n)).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -113,6 +114,27 @@ async fn requests_arriving_while_a_message_awaits_its_confirm_share_the_next_mes
     }
     assert_eq!(publisher.messages_sent(), 2, "the 50 went out together");
     assert_eq!(messages_in_queue(&rabbit, &topology).await, 2);
+    // Their wait for the frozen confirm is `ingest_publish_wait_seconds`. Other tests of this
+    // process (`cargo test`) only add waits, so at least these 50 are over 250 ms.
+    assert!(
+        waits_over_250ms() - slow_before >= 50,
+        "the 50 requests' wait behind the unconfirmed message is measured"
+    );
+}
+
+/// Publishes recorded so far whose events waited over 250 ms for their message to go out.
+fn waits_over_250ms() -> u64 {
+    let text = faultline_shared::telemetry::metrics_handle().render();
+    let bucket = |le: &str| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "ingest_publish_wait_seconds_bucket{{le=\"{le}\"}} "
+                ))
+            })
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    bucket("+Inf") - bucket("0.25")
 }
 
 /// The linger: requests arriving after the last message was confirmed, but within the linger
