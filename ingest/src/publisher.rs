@@ -433,17 +433,18 @@ async fn run(
             );
             // The message holds a copy of every event: the jobs' own copies are not needed while
             // the confirm is awaited (under a storm of batches they were half of ingest's memory).
-            let now = Instant::now();
+            // One instant ends the jobs' wait and starts the confirm's clock, so the two
+            // histograms split a request's time in the publisher without a gap or an overlap.
+            let started = Instant::now();
             let waited = metrics::histogram!("ingest_publish_wait_seconds");
             for job in &mut jobs {
                 job.events = Vec::new();
-                waited.record(now.duration_since(job.queued).as_secs_f64());
+                waited.record(started.duration_since(job.queued).as_secs_f64());
             }
             if count < config.max_events {
-                last_partial = Some((tokio::time::Instant::now(), senders));
+                last_partial = Some((tokio::time::Instant::from_std(started), senders));
             }
             metrics::histogram!("ingest_publish_batch_events").record(count as f64);
-            let started = Instant::now();
             let published = channel
                 .basic_publish(
                     config.topology.exchange.as_str().into(),
