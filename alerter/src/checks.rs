@@ -72,7 +72,7 @@ pub async fn check_postgres(pool: &PgPool) -> CheckResult {
 
 pub async fn check_redis(url: &str) -> CheckResult {
     timed(async {
-        let client = redis::Client::open(url)?;
+        let client = faultline_shared::cache::client(url)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok::<(), redis::RedisError>(())

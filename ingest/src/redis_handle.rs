@@ -22,7 +22,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl RedisHandle {
     pub fn new(url: &str) -> Self {
-        let client = redis::Client::open(url)
+        let client = faultline_shared::cache::client(url)
             .inspect_err(
                 |e| tracing::warn!(error = %e, "REDIS_URL is not usable; running without Redis."),
             )

@@ -100,7 +100,7 @@ pub async fn bump_loop(
     progress: Progress,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = match redis::Client::open(redis_url.as_str()) {
+    let client = match faultline_shared::cache::client(&redis_url) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "REDIS_URL is not usable; the read cache will expire by TTL only.");
