@@ -1,7 +1,8 @@
-//! Names of the Redis keys that more than one binary uses for the read cache. Ingest caches
-//! dashboard answers under keys that include a per-project generation; whoever changes a
-//! project's data (the worker after a commit, ingest after resolve/delete) increments it, and
-//! every older cache entry of that project stops being read (it expires with its TTL).
+//! Redis as every binary opens it ([`client`]), and the names of the keys that more than one
+//! binary uses for the read cache. Ingest caches dashboard answers under keys that include a
+//! per-project generation; whoever changes a project's data (the worker after a commit, ingest
+//! after resolve/delete) increments it, and every older cache entry of that project stops being
+//! read (it expires with its TTL).
 
 use redis::IntoConnectionInfo;
 use uuid::Uuid;
