@@ -43,6 +43,15 @@ def sched_setattr(tid, policy, slice_ns=0):
     return 0
 
 
+def pin(tid, cpu):
+    """Returns 0 or the errno, as sched_setattr does."""
+    try:
+        os.sched_setaffinity(tid, {cpu})
+    except OSError as e:
+        return e.errno
+    return 0
+
+
 def threads(pid):
     try:
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -88,31 +97,28 @@ def main():
         rounds += 1
         for mode in modes:
             name, _, value = mode.partition("=")
+            # Which threads, and the call that sets one (it returns 0 or the errno).
             if name == "ingest-slice":
-                todo = [(t, SCHED_OTHER, int(value) * 1000) for t in threads(ingest)]
+                tids = threads(ingest)
+                apply = lambda t: sched_setattr(t, SCHED_OTHER, int(value) * 1000)
             elif name == "beam-slice":
-                todo = [(t, SCHED_OTHER, int(value) * 1000) for p in beams for t in threads(p)]
+                tids = [t for p in beams for t in threads(p)]
+                apply = lambda t: sched_setattr(t, SCHED_OTHER, int(value) * 1000)
             elif name == "worker-idle":
-                todo = [(t, SCHED_IDLE, 0) for t in threads(worker)]
+                tids = threads(worker)
+                apply = lambda t: sched_setattr(t, SCHED_IDLE)
             elif name == "pg-idle":
-                todo = [(p, SCHED_IDLE, 0) for p in backends]
+                tids = backends
+                apply = lambda t: sched_setattr(t, SCHED_IDLE)
             elif name == "pin-bg":
-                todo = []
-                for t in threads(worker) + postgres:
-                    if (name, t) in done:
-                        continue
-                    try:
-                        os.sched_setaffinity(t, {int(value)})
-                        applied += 1
-                        done.add((name, t))
-                    except OSError as e:
-                        errors.add((name, e.errno))
+                tids = threads(worker) + postgres
+                apply = lambda t: pin(t, int(value))
             else:
                 sys.exit(f"unknown mode {mode}")
-            for tid, policy, slice_ns in todo:
+            for tid in tids:
                 if (name, tid) in done:
                     continue
-                err = sched_setattr(tid, policy, slice_ns)
+                err = apply(tid)
                 if err:
                     errors.add((name, err))
                 else:
